@@ -1,0 +1,659 @@
+"""Chromium, chromedriver and the X display for one login attempt.
+
+``open_browser(options)`` yields a Selenium WebDriver and always cleans up:
+the driver quits, any chromium or chromedriver process of ours that outlives it
+is killed (found by process session and by the unique profile directory, never
+by name), an Xvfb we started is stopped, and the temporary profile is removed.
+
+Chromium is told to trust only the gateway's own certificate (its SPKI hash,
+read from the gateway before the browser starts) instead of ignoring every
+certificate error, and talks to chromedriver over a pipe, so no DevTools port
+is ever opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+
+from ibeam_agents.errors import (
+    BrowserUnavailable,
+    GatewayNotRunning,
+    GatewayUnreachable,
+)
+
+if TYPE_CHECKING:
+    from ibeam_agents.login import LoginOptions
+
+log = logging.getLogger(__name__)
+
+WINDOW_SIZE = (1280, 1024)
+VERSION_TIMEOUT = 20.0
+CERT_TIMEOUT = 10.0
+X_LOCK_DIR = Path("/tmp")
+X_SOCKET_DIR = Path("/tmp/.X11-unix")
+X_SERVER_NAMES = ("Xvfb", "Xorg", "X", "Xvnc", "Xephyr", "Xwayland", "Xtigervnc")
+
+# Flags Chromium needs to start and stay quiet in a container on a closed network.
+CHROMIUM_FLAGS = (
+    "--no-sandbox",  # root in containers; the sandbox needs user namespaces
+    "--disable-dev-shm-usage",  # /dev/shm is 64 MB in Docker by default
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-breakpad",
+    "--disable-client-side-phishing-detection",
+    "--disable-features=Translate,OptimizationHints,MediaRouter,PasswordLeakDetection",
+    "--password-store=basic",  # no keyring daemon to ask under Xvfb
+    "--metrics-recording-only",
+    "--mute-audio",
+    "--remote-debugging-pipe",  # chromedriver talks over a pipe: no DevTools port
+)
+
+# Selenium Manager must never run: the driver path is always given, and this
+# tells Selenium's own tooling to stay offline should anything reach it.
+SELENIUM_OFFLINE_ENV = {"SE_OFFLINE": "true", "SE_AVOID_STATS": "true"}
+
+
+def _version_of(path: str, what: str, setting: str) -> str:
+    try:
+        done = subprocess.run(
+            [path, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=VERSION_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BrowserUnavailable(
+            f"{what} at {path} ({setting}) did not run: {type(err).__name__}: {err}"
+        ) from err
+    match = re.search(r"\b(\d+)\.(\d+)\.(\d+)\.(\d+)\b", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise BrowserUnavailable(
+            f"{what} at {path} ({setting}) printed no version and exited with "
+            f"status {done.returncode}; reinstall it or fix {setting}"
+        )
+    return match.group(0)
+
+
+def _check_executable(path: str, what: str, setting: str) -> None:
+    if not path or not os.path.isfile(path):
+        raise BrowserUnavailable(
+            f"{what} not found at {path!r}; install it or set {setting}"
+        )
+    if not os.access(path, os.X_OK):
+        raise BrowserUnavailable(f"{what} at {path} is not executable ({setting})")
+
+
+def preflight_browser(options: LoginOptions) -> str:
+    """Check browser and driver exist and agree; return the browser version."""
+    binary, driver = options.chrome_binary_path, options.chrome_driver_path
+    _check_executable(binary, "the browser", "IBEAM_CHROME_BINARY_PATH")
+    _check_executable(driver, "chromedriver", "IBEAM_CHROME_DRIVER_PATH")
+
+    browser_version = _version_of(binary, "the browser", "IBEAM_CHROME_BINARY_PATH")
+    driver_version = _version_of(driver, "chromedriver", "IBEAM_CHROME_DRIVER_PATH")
+    browser_major = browser_version.split(".")[0]
+    driver_major = driver_version.split(".")[0]
+    if browser_major != driver_major:
+        raise BrowserUnavailable(
+            f"chromedriver {driver_version} ({driver}) does not match the browser "
+            f"{browser_version} ({binary}); install the chromedriver of major "
+            f"version {browser_major} or set IBEAM_CHROME_DRIVER_PATH to it"
+        )
+    return browser_version
+
+
+# --- X display -------------------------------------------------------------
+
+
+def parse_display(display: str) -> tuple[str, int]:
+    """Split ``host:n.screen`` into host and display number."""
+    host, sep, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not sep or not number.isdigit():
+        raise BrowserUnavailable(
+            f"X display {display!r} is not of the form :N; fix IBEAM_DISPLAY or DISPLAY"
+        )
+    return host, int(number)
+
+
+def display_answers(display: str, timeout: float = 3.0) -> bool:
+    """Whether an X server answers the connection handshake on ``display``."""
+    try:
+        host, number = parse_display(display)
+    except BrowserUnavailable:
+        return False
+    if host in ("", "unix"):
+        family, address = socket.AF_UNIX, str(X_SOCKET_DIR / f"X{number}")
+    else:
+        family, address = socket.AF_INET, (host, 6000 + number)
+    # Client hello: little-endian, protocol 11.0, no authorisation data.
+    hello = b"l\x00" + struct.pack("<HHHH", 11, 0, 0, 0) + b"\x00\x00"
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(hello)
+            reply = sock.recv(1)
+    except OSError:
+        return False
+    # 0 refused (e.g. auth needed), 1 accepted, 2 authenticate: all mean alive.
+    return reply[:1] in (b"\x00", b"\x01", b"\x02")
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_x_server(pid: int) -> bool:
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return process.name() in X_SERVER_NAMES
+    except psutil.Error:
+        return False
+
+
+def clear_stale_x_locks(lock_dir: Path = X_LOCK_DIR) -> list[int]:
+    """Remove X lock files (and sockets) whose owner is no X server; return numbers.
+
+    A lock outlives its server after a crash or a container restart, and when its
+    pid now belongs to another process Xvfb refuses that display (S15).
+    """
+    cleared = []
+    for lock in sorted(lock_dir.glob(".X*-lock")):
+        number = lock.name[2:-5]
+        if not number.isdigit():
+            continue
+        pid = _lock_owner(lock)
+        if pid is not None and _is_x_server(pid):
+            continue
+        socket_path = lock_dir / ".X11-unix" / f"X{number}"
+        try:
+            lock.unlink()
+            socket_path.unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("browser: cannot clear stale X lock %s: %s", lock, err)
+            continue
+        log.info("browser: cleared stale X lock %s (pid %s is no X server)", lock, pid)
+        cleared.append(int(number))
+    return cleared
+
+
+@dataclass
+class _Display:
+    name: str
+    server: Any = None  # pyvirtualdisplay.Display when we started it
+
+
+def _start_xvfb() -> _Display:
+    from pyvirtualdisplay import Display
+    from pyvirtualdisplay.abstractdisplay import XStartError, XStartTimeoutError
+
+    clear_stale_x_locks()
+    try:
+        server = Display(backend="xvfb", size=WINDOW_SIZE, manage_global_env=False)
+        server.start()
+    except (OSError, XStartError, XStartTimeoutError) as err:
+        raise BrowserUnavailable(
+            f"could not start Xvfb: {type(err).__name__}: {err}; install xvfb or "
+            "set IBEAM_DISPLAY to a running X display"
+        ) from err
+    name = server.new_display_var
+    if not display_answers(name):
+        _stop_xvfb(_Display(name, server))
+        raise BrowserUnavailable(f"Xvfb started on {name} but does not answer")
+    log.debug("browser: started Xvfb on %s (pid %s)", name, _xvfb_pid(server))
+    return _Display(name, server)
+
+
+def _xvfb_pid(server: Any) -> int | None:
+    process = getattr(getattr(server, "_obj", None), "_subproc", None)
+    return getattr(process, "pid", None)
+
+
+def _stop_xvfb(display: _Display) -> None:
+    pid = _xvfb_pid(display.server)
+    try:
+        display.server.stop()
+    except Exception as err:  # the display must go even if stop() trips
+        log.warning("browser: stopping Xvfb on %s failed: %s", display.name, err)
+    if pid is not None:
+        _kill_processes([pid])
+
+
+def acquire_display(wanted: str | None) -> _Display:
+    """Use the wanted display (or $DISPLAY) if it answers, else start Xvfb."""
+    name = wanted or os.environ.get("DISPLAY") or None
+    if name is None:
+        return _start_xvfb()
+    if display_answers(name):
+        return _Display(name)
+    log.warning("browser: X display %s does not answer; starting Xvfb instead", name)
+    return _start_xvfb()
+
+
+# --- processes ---------------------------------------------------------------
+
+
+def _kill_processes(pids: list[int], timeout: float = 10.0) -> None:
+    alive = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            process.send_signal(signal.SIGKILL)
+            alive.append(process)
+        except psutil.Error:
+            continue
+    if alive:
+        psutil.wait_procs(alive, timeout=timeout)
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of every live descendant of ``pid``."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _processes_of(session_id: int | None, profile: str) -> list[int]:
+    """Live processes in chromedriver's session or using our profile dir."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        pid = process.info["pid"]
+        if pid == os.getpid():
+            continue
+        cmdline = process.info["cmdline"] or []
+        if any(profile in arg for arg in cmdline):
+            found.append(pid)
+            continue
+        if session_id is None:
+            continue
+        try:
+            if os.getsid(pid) == session_id:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+# --- certificate pinning -----------------------------------------------------
+
+
+def gateway_spki_hash(base_url: str) -> str | None:
+    """Base64 SHA-256 of the gateway certificate's public key, for Chromium.
+
+    Raises GatewayNotRunning / GatewayUnreachable when nothing answers, so a
+    login against a dead gateway fails before any browser starts.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme != "https":
+        return None
+    host = parts.hostname or "localhost"
+    port = parts.port or 443
+    try:
+        pem = ssl.get_server_certificate((host, port), timeout=CERT_TIMEOUT)
+    except ConnectionRefusedError as err:
+        raise GatewayNotRunning(
+            f"nothing listens on {host}:{port} (IBEAM_GATEWAY_BASE_URL)"
+        ) from err
+    except TimeoutError as err:
+        raise GatewayUnreachable(
+            f"the gateway at {host}:{port} did not complete a TLS handshake "
+            f"within {CERT_TIMEOUT:g} s"
+        ) from err
+    except (OSError, ssl.SSLError) as err:
+        raise GatewayUnreachable(
+            f"the gateway at {host}:{port} gave no TLS certificate: {err}"
+        ) from err
+    certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+# --- the browser -------------------------------------------------------------
+
+
+@dataclass
+class BrowserSession:
+    """What one attempt started, so that cleanup can take all of it down."""
+
+    profile: str
+    display: _Display | None = None
+    service: Service | None = None
+    driver: Any = None
+    driver_pid: int | None = None
+    children: set[int] = field(default_factory=set)
+
+
+def chrome_options(
+    options: LoginOptions, profile: str, spki: str | None
+) -> webdriver.ChromeOptions:
+    """Chromium options for one attempt."""
+    chrome = webdriver.ChromeOptions()
+    chrome.binary_location = options.chrome_binary_path
+    for flag in CHROMIUM_FLAGS:
+        chrome.add_argument(flag)
+    chrome.add_argument(f"--user-data-dir={profile}")
+    chrome.add_argument(f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}")
+    chrome.add_argument(f"--force-device-scale-factor={options.ui_scaling:g}")
+    if spki:
+        # Trust exactly the gateway's self-signed key, nothing else.
+        chrome.add_argument(f"--ignore-certificate-errors-spki-list={spki}")
+    chrome.add_experimental_option(
+        "prefs",
+        {
+            "credentials_enable_service": False,
+            "profile.password_manager_enabled": False,
+        },
+    )
+    return chrome
+
+
+def _browser_env(display: str, profile: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(SELENIUM_OFFLINE_ENV)
+    env["DISPLAY"] = display
+    # Keep ~/.pki, ~/.cache and friends inside the profile we delete afterwards.
+    env["HOME"] = profile
+    env["XDG_CONFIG_HOME"] = os.path.join(profile, ".config")
+    env["XDG_CACHE_HOME"] = os.path.join(profile, ".cache")
+    return env
+
+
+def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | None):
+    assert session.display is not None
+    for key, value in SELENIUM_OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    service = Service(
+        options.chrome_driver_path,
+        env=_browser_env(session.display.name, session.profile),
+        popen_kw={"start_new_session": True},
+    )
+    # SE_CHROMEDRIVER in our environment would otherwise replace the path.
+    service.path = options.chrome_driver_path
+    session.service = service
+    try:
+        driver = webdriver.Chrome(
+            service=service, options=chrome_options(options, session.profile, spki)
+        )
+    except WebDriverException as err:
+        raise BrowserUnavailable(
+            f"Chromium did not start through chromedriver: {_first_line(err)}"
+        ) from err
+    except OSError as err:
+        raise BrowserUnavailable(f"chromedriver did not start: {err}") from err
+    finally:
+        process = getattr(service, "process", None)
+        session.driver_pid = getattr(process, "pid", None)
+    session.driver = driver
+    driver.set_page_load_timeout(options.page_load_timeout)
+    if session.driver_pid is not None:
+        session.children.update(descendants(session.driver_pid))
+    return driver
+
+
+def _first_line(err: WebDriverException) -> str:
+    text = (getattr(err, "msg", None) or str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def close_session(session: BrowserSession) -> None:
+    """Quit the driver and take down everything the attempt started."""
+    if session.driver_pid is not None:
+        session.children.update(descendants(session.driver_pid))
+    if session.driver is not None:
+        try:
+            session.driver.quit()
+        except Exception as err:  # a crashed browser still has to go
+            log.debug("browser: quit failed: %s", err)
+    elif session.service is not None:
+        try:
+            session.service.stop()
+        except Exception as err:
+            log.debug("browser: stopping chromedriver failed: %s", err)
+
+    leftovers = set(_processes_of(session.driver_pid, session.profile))
+    leftovers |= {pid for pid in session.children if psutil.pid_exists(pid)}
+    if session.driver_pid is not None and psutil.pid_exists(session.driver_pid):
+        leftovers.add(session.driver_pid)
+    if leftovers:
+        log.debug("browser: killing %d leftover processes", len(leftovers))
+        _kill_processes(sorted(leftovers))
+
+    if session.display is not None and session.display.server is not None:
+        _stop_xvfb(session.display)
+    shutil.rmtree(session.profile, ignore_errors=True)
+
+
+@contextmanager
+def open_browser(options: LoginOptions, *, spki: str | None = None) -> Iterator[Any]:
+    """Yield a WebDriver for one attempt; everything it started is gone after."""
+    _check_executable(
+        options.chrome_binary_path, "the browser", "IBEAM_CHROME_BINARY_PATH"
+    )
+    _check_executable(
+        options.chrome_driver_path, "chromedriver", "IBEAM_CHROME_DRIVER_PATH"
+    )
+    session = BrowserSession(profile=tempfile.mkdtemp(prefix="ibeam-chrome-"))
+    try:
+        session.display = acquire_display(options.display)
+        driver = _start_driver(session, options, spki)
+        yield driver
+    finally:
+        close_session(session)
+
+
+# --- the page, as the login flow sees it ------------------------------------
+
+# Characters that send_keys would turn into key presses or cannot type.
+_UNTYPEABLE = re.compile("[\n\r\t\ue000-\uf8ff\U00010000-\U0010ffff]")
+
+SET_VALUE_SCRIPT = r"""
+const el = arguments[0], v = arguments[1];
+const desc = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(el), 'value');
+if (desc && desc.set) { desc.set.call(el, v); } else { el.value = v; }
+el.dispatchEvent(new Event('input', {bubbles: true}));
+el.dispatchEvent(new Event('change', {bubbles: true}));
+"""
+
+FORM_BUTTON_SCRIPT = r"""
+const form = arguments[0].form;
+if (!form) return null;
+const buttons = 'button[type=submit], input[type=submit], button:not([type])';
+for (const b of form.querySelectorAll(buttons)) {
+  if (b.getClientRects().length) return b;
+}
+return null;
+"""
+
+# Empty inputs holding a secret and mask secrets in the page text before a dump.
+SCRUB_SCRIPT = r"""
+const secrets = arguments[0].filter((s) => s);
+for (const el of document.querySelectorAll('input, textarea')) {
+  const v = el.value || '';
+  if (el.type === 'password' || secrets.some((s) => v.includes(s))) {
+    el.value = '';
+    el.removeAttribute('value');
+  }
+}
+const root = document.documentElement;
+const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+const nodes = [];
+while (walker.nextNode()) nodes.push(walker.currentNode);
+for (const node of nodes) {
+  let t = node.nodeValue;
+  for (const s of secrets) t = t.split(s).join('[redacted]');
+  if (t !== node.nodeValue) node.nodeValue = t;
+}
+"""
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Replace every secret, raw or in its usual encodings, with a marker."""
+    import html
+    import json
+    from urllib.parse import quote, quote_plus
+
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        forms = {
+            secret,
+            html.escape(secret, quote=True),
+            html.escape(secret, quote=False),
+            quote(secret, safe=""),
+            quote_plus(secret),
+            json.dumps(secret)[1:-1],
+        }
+        for form in sorted(forms, key=len, reverse=True):
+            if form:
+                text = text.replace(form, "[redacted]")
+    return text
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+class SeleniumPage:
+    """The login flow's handle on the page: read it, type, click, dump."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+
+    def read(self, chains: Any) -> Any:
+        from ibeam_agents.selectors import PAGE_SCRIPT, parse_snapshot, script_spec
+
+        raw = self.driver.execute_script(PAGE_SCRIPT, script_spec(chains))
+        snapshot = parse_snapshot(raw or {}, chains)
+        for entry in snapshot.invalid:
+            log.warning("login page: the page refused the locator %s", entry)
+        return snapshot
+
+    def wait_for(self, predicate: Any, chains: Any, timeout: float) -> Any:
+        """Poll the page until predicate(snapshot) holds or timeout; return the last."""
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        latest = [None]
+
+        def changed(_driver: Any) -> bool:
+            latest[0] = self.read(chains)
+            return bool(predicate(latest[0]))
+
+        try:
+            WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(changed)
+        except WebDriverException as err:
+            from selenium.common.exceptions import TimeoutException
+
+            if not isinstance(err, TimeoutException) or latest[0] is None:
+                raise
+        return latest[0]
+
+    def mark(self) -> tuple[str, int]:
+        document, mutations = self.driver.execute_script(
+            "return [window.__ibeamDoc || '', window.__ibeamMutations || 0];"
+        )
+        return str(document), int(mutations)
+
+    def type_exact(self, element: Any, text: str) -> bool:
+        """Type text into element and check the field holds exactly it."""
+        try:
+            element.clear()
+        except WebDriverException:
+            pass
+        if not _UNTYPEABLE.search(text):
+            try:
+                element.send_keys(text)
+            except WebDriverException as err:
+                log.debug("login page: typing failed (%s), setting the value", err.msg)
+        if element.get_property("value") != text:
+            self.driver.execute_script(SET_VALUE_SCRIPT, element, text)
+        return element.get_property("value") == text
+
+    def click(self, element: Any) -> None:
+        from selenium.common.exceptions import (
+            ElementClickInterceptedException,
+            ElementNotInteractableException,
+        )
+
+        try:
+            element.click()
+        except (ElementClickInterceptedException, ElementNotInteractableException):
+            self.js_click(element)
+
+    def js_click(self, element: Any) -> None:
+        self.driver.execute_script("arguments[0].click();", element)
+
+    def press_enter(self, element: Any) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        element.send_keys(Keys.ENTER)
+
+    def select(self, element: Any, index: int) -> None:
+        from selenium.webdriver.support.select import Select
+
+        Select(element).select_by_index(index)
+
+    def form_submit_button(self, element: Any) -> Any:
+        return self.driver.execute_script(FORM_BUTTON_SCRIPT, element)
+
+    def dump(self, outputs_dir: Path, secrets: list[str], state: Any) -> list[str]:
+        """Save a screenshot and the HTML with secrets removed; return the paths."""
+        label = getattr(state, "value", None) or "page"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(outputs_dir) / f"login-{label}-{stamp}"
+        try:
+            Path(outputs_dir).mkdir(parents=True, exist_ok=True)
+            self.driver.execute_script(SCRUB_SCRIPT, list(secrets))
+            png = base.with_suffix(".png")
+            _write_private(png, self.driver.get_screenshot_as_png())
+            page = base.with_suffix(".html")
+            html_text = redact(self.driver.page_source, list(secrets))
+            _write_private(page, html_text.encode("utf-8"))
+        except (OSError, WebDriverException) as err:
+            log.warning("login page: could not save the page: %s", err)
+            return []
+        log.warning("login page: saved %s and %s (secrets removed)", png, page)
+        return [str(png), str(page)]
