@@ -16,6 +16,7 @@ wrapped at the boundary where they happen, with the cause chained by ``from``.
     │   ├── GatewayRateLimited       429: back off
     │   └── GatewayProtocolError     an answer we cannot read
     ├── ProcessControlError          starting/stopping the gateway or the display failed
+    │   ├── PortInUse                another process holds the gateway's port
     │   └── SupervisorError          supervisord's XML-RPC interface refused or failed
     ├── BrowserUnavailable           no browser, driver mismatch, no display
     └── LoginError                   one login attempt through the page failed
@@ -83,6 +84,10 @@ class GatewayProtocolError(GatewayError):
 
 class ProcessControlError(AgentError):
     """Starting, stopping or finding a process (gateway, display) failed."""
+
+
+class PortInUse(ProcessControlError):
+    """Another process listens on the gateway's port: starting one would not help."""
 
 
 class SupervisorError(ProcessControlError):

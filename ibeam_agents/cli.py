@@ -1,0 +1,250 @@
+"""The `ibeam` command line.
+
+With no flag: start the gateway if it is not running, authenticate if it is
+not, then maintain until SIGTERM or SIGINT.  IBeam's flags keep their meaning;
+subcommands cover the rest.  Errors end here, once: one line
+``ClassName: message`` on stderr and the error's exit code (2 for bad
+configuration, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from ibeam_agents import __version__, logs
+from ibeam_agents.budget import FailureBudget
+from ibeam_agents.client import GatewayApi, Routes, StatusKind
+from ibeam_agents.credentials import encrypt_password
+from ibeam_agents.errors import AgentError, ConfigError
+from ibeam_agents.settings import load_settings
+
+EPILOG = """\
+commands:
+  encrypt-password   make IBEAM_PASSWORD (a Fernet token) and IBEAM_KEY from a password
+  reset-failures     refill the failure budget after fixing what made logins fail
+  status             print the running agent's /status; exit 0 when ready
+  init               the appliance's init step (conf.yaml, certificates)
+
+Settings are environment variables; see docs/settings.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ibeam",
+        description="Keep an IBKR Client Portal Gateway running and authenticated.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
+        "-a",
+        "--authenticate",
+        action="store_true",
+        help="start the gateway if needed, authenticate once, exit",
+    )
+    modes.add_argument(
+        "-k", "--kill", action="store_true", help="log out and stop the gateway"
+    )
+    modes.add_argument(
+        "-m",
+        "--maintain",
+        action="store_true",
+        help="maintain only: first check after one interval",
+    )
+    modes.add_argument(
+        "-s",
+        "--start",
+        action="store_true",
+        help="start the gateway and exit once it answers",
+    )
+    modes.add_argument(
+        "-t", "--tickle", action="store_true", help="tickle once and print the status"
+    )
+    modes.add_argument(
+        "-c",
+        "--check",
+        action="store_true",
+        help="print the status; exit 0 only when authenticated",
+    )
+    modes.add_argument(
+        "-u", "--user", action="store_true", help="print the gateway's /one/user answer"
+    )
+    modes.add_argument(
+        "-l",
+        "--validate",
+        action="store_true",
+        help="renew the SSO session once (sso/validate)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    enc = sub.add_parser("encrypt-password", help="make IBEAM_PASSWORD and IBEAM_KEY")
+    enc.add_argument("--key", help="reuse this Fernet key instead of making a new one")
+    sub.add_parser("reset-failures", help="refill the failure budget")
+    status = sub.add_parser("status", help="print the running agent's status")
+    status.add_argument("--url", help="health server URL (default from the settings)")
+    init = sub.add_parser("init", help="appliance init step", add_help=False)
+    init.add_argument("init_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _configure_logs(settings=None, verbose: bool = False) -> None:
+    level = "DEBUG" if verbose else (settings.log_level if settings else "INFO")
+    logs.configure_logging(level)
+
+
+def _api(settings) -> GatewayApi:
+    ca = settings.gateway_ca_cert
+    return GatewayApi(
+        settings.base_url,
+        timeout=settings.request_timeout,
+        verify=str(ca) if ca else False,
+        routes=Routes.from_settings(settings),
+    )
+
+
+def cmd_encrypt_password(args) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password to encrypt: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the two passwords differ; run the command again")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("no password was given (type it, or pipe it on stdin)")
+    token, key = encrypt_password(password, args.key)
+    print(f"IBEAM_PASSWORD={token}")
+    print(f"IBEAM_KEY={key}")
+    return 0
+
+
+def cmd_reset_failures(args) -> int:
+    settings = load_settings()
+    _configure_logs(settings, args.verbose)
+    budget = FailureBudget(settings.budget_path, settings.max_failed_auth)
+    before = budget.state()
+    budget.reset("ibeam reset-failures")
+    print(
+        f"failure budget reset in {settings.budget_path} "
+        f"(was {before.spent} of {before.limit} spent"
+        f"{', locked' if before.locked else ''})"
+    )
+    return 0
+
+
+def cmd_status(args) -> int:
+    url = args.url
+    if url is None:
+        settings = load_settings()
+        host = settings.health_server_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        url = f"http://{host}:{settings.health_server_port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as reply:
+            data = json.loads(reply.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"no agent answers at {url} ({exc})", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2, sort_keys=True))
+    ready = (
+        data.get("state") == "READY"
+        and (data.get("status") or {}).get("kind") == "AUTHENTICATED"
+    )
+    return 0 if ready else 1
+
+
+def cmd_init(args) -> int:
+    try:
+        from ibeam_agents.init import main as init_main
+    except ImportError as exc:
+        raise AgentError(f"the init step is not installed ({exc})") from exc
+    return init_main(list(args.init_args)) or 0
+
+
+def _one_call(args, settings) -> int:
+    """-t, -c, -u, -l: one request to the gateway, printed."""
+    with _api(settings) as api:
+        if args.user:
+            user = api.user()
+            if user is None:
+                print("no user: the gateway has no session", file=sys.stderr)
+                return 1
+            print(json.dumps(user, indent=2, sort_keys=True))
+            return 0
+        if args.validate:
+            result = api.validate()
+            print(f"sso/validate: {'valid' if result and result.ok else 'not valid'}")
+            return 0 if result and result.ok else 1
+        status = api.tickle()
+        print(f"{status.kind.name}: {status.describe()}")
+        if args.tickle:
+            down = (StatusKind.NOT_RUNNING, StatusKind.UNREACHABLE)
+            return 1 if status.kind in down else 0
+        return 0 if status.kind is StatusKind.AUTHENTICATED else 1
+
+
+def _run(args) -> int:
+    from ibeam_agents.keeper import GatewayClient
+
+    settings = load_settings()
+    _configure_logs(settings, args.verbose)
+    if args.tickle or args.check or args.user or args.validate:
+        return _one_call(args, settings)
+    needs_credentials = not (args.start or args.kill)
+    client = GatewayClient.from_environment(
+        settings=settings, with_credentials=needs_credentials
+    )
+    if args.start:
+        client.start()
+        print(f"gateway answers at {settings.base_url} (pid {client.gateway.pid()})")
+        return 0
+    if args.kill:
+        client.stop()
+        return 0
+    if args.authenticate:
+        try:
+            ok = client.authenticate()
+        finally:
+            client.close()
+        print(
+            "authenticated" if ok else f"not authenticated: {client.watcher.state.name}"
+        )
+        return 0 if ok else 1
+    return client.maintain(maintain_only=args.maintain)
+
+
+def dispatch(args) -> int:
+    commands = {
+        "encrypt-password": cmd_encrypt_password,
+        "reset-failures": cmd_reset_failures,
+        "status": cmd_status,
+        "init": cmd_init,
+    }
+    if args.command in commands:
+        return commands[args.command](args)
+    return _run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ibeam` and `python -m ibeam_agents`."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    args = build_parser().parse_args(argv)
+    _configure_logs(verbose=args.verbose)
+    try:
+        return dispatch(args)
+    except AgentError as exc:
+        print(f"{type(exc).__name__}: {logs.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,474 @@
+"""Gateway process control: through supervisord, or on our own (standalone).
+
+Both classes answer the same questions (`running`, `pid`, `memory_bytes`) and
+take the same orders (`start`, `stop`, `restart`, `wait_ready`), so the watcher
+does not care which one it has.
+
+- `SupervisorGateway` asks supervisord over its XML-RPC interface (unix socket
+  or http URL, the interface `supervisorctl` uses) to start, stop or restart the
+  gateway program.  supervisord owns the process; the agent never signals it.
+- `StandaloneGateway` finds the gateway by a substring of its command line,
+  starts ``bin/run.sh root/conf.yaml`` from the gateway dir in a session of its
+  own, and stops the whole process group (SIGTERM, then SIGKILL after a grace).
+  It never starts a second gateway, and it reports a port already held by some
+  other process, with that process's pid, instead of starting one that could
+  not listen.
+
+Readiness is known only by connecting: the gateway prints its banner before it
+listens and never says when it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Protocol
+from urllib.parse import urlsplit
+
+import psutil
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from ibeam_agents.errors import (
+    ConfigError,
+    PortInUse,
+    ProcessControlError,
+    SupervisorError,
+)
+
+log = logging.getLogger(__name__)
+
+READY_POLL = 0.1
+STOP_GRACE = 5.0
+CONNECT_TIMEOUT = 0.5
+
+
+class Gateway(Protocol):
+    """What the watcher needs from either kind of gateway control."""
+
+    owned: bool
+
+    def running(self) -> bool: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def restart(self) -> None: ...
+    def pid(self) -> int | None: ...
+    def memory_bytes(self) -> int | None: ...
+    def wait_ready(self, timeout: float | None = None) -> None: ...
+    def answering(self) -> bool: ...
+
+
+def port_answers(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Whether something accepts a TCP connection on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _tree_memory(pid: int | None) -> int | None:
+    """Resident memory of a process and all its descendants, in bytes."""
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+def _listeners(port: int) -> list[int | None]:
+    """Pids (None when hidden from us) of the sockets listening on port."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return []
+    return [
+        c.pid
+        for c in conns
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+    ]
+
+
+def _describe(pid: int | None) -> str:
+    if pid is None:
+        return "another process (its pid is hidden from this user)"
+    try:
+        proc = psutil.Process(pid)
+        return f"pid {pid} ({proc.name()})"
+    except psutil.Error:
+        return f"pid {pid}"
+
+
+class StandaloneGateway:
+    """A gateway the agent starts and stops itself (no supervisord)."""
+
+    def __init__(
+        self,
+        gateway_dir: Path | str,
+        *,
+        process_match: str,
+        port: int,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 20.0,
+        console_log: Path | None = None,
+        stop_grace: float = STOP_GRACE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.gateway_dir = Path(gateway_dir)
+        self.process_match = process_match
+        self.port = port
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.console_log = console_log
+        self.stop_grace = stop_grace
+        self.owned = False
+        self._clock = clock
+        self._sleep = sleep
+        self._popen: subprocess.Popen | None = None
+        self._log_handle: IO[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"StandaloneGateway({str(self.gateway_dir)!r}, port={self.port})"
+
+    def processes(self) -> list[psutil.Process]:
+        """Live processes whose command line contains the process match."""
+        self._reap()
+        found = []
+        me = os.getpid()
+        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+            info = proc.info
+            if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = " ".join(info["cmdline"] or ())
+            if self.process_match in cmdline:
+                found.append(proc)
+        return found
+
+    def running(self) -> bool:
+        return bool(self.processes())
+
+    def pid(self) -> int | None:
+        procs = self.processes()
+        return procs[0].pid if procs else None
+
+    def memory_bytes(self) -> int | None:
+        procs = self.processes()
+        if not procs:
+            return None
+        return sum(_tree_memory(p.pid) or 0 for p in procs)
+
+    def answering(self) -> bool:
+        return port_answers(self.host, self.port)
+
+    def foreign_listener(self) -> str | None:
+        """Who holds the port, when it is not a gateway process; else None."""
+        ours = set()
+        for proc in self.processes():
+            ours.add(proc.pid)
+            with contextlib.suppress(psutil.Error):
+                ours.update(c.pid for c in proc.children(recursive=True))
+        for pid in _listeners(self.port):
+            if pid is None or pid not in ours:
+                return _describe(pid)
+        return None
+
+    def start(self) -> None:
+        """Start the gateway unless one already runs; does not wait for it."""
+        if self.running():
+            log.debug(
+                "gateway already running (pid %s); not starting another", self.pid()
+            )
+            return
+        holder = self.foreign_listener()
+        if holder:
+            raise PortInUse(
+                f"port {self.port} is already held by {holder}; stop it or give the "
+                "gateway another listenPort in conf.yaml"
+            )
+        script = self.gateway_dir / "bin" / "run.sh"
+        if not script.is_file():
+            raise ConfigError(
+                f"IBEAM_GATEWAY_DIR={self.gateway_dir} has no bin/run.sh; point it at "
+                "the unpacked clientportal.gw directory"
+            )
+        self._popen = self._spawn()
+        self.owned = True
+        log.info("gateway started (pid %d) from %s", self._popen.pid, self.gateway_dir)
+
+    def _spawn(self) -> subprocess.Popen:
+        # The gateway needs none of our secrets: keep IBEAM_* out of its environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IBEAM_")}
+        output = None
+        if self.console_log is not None:
+            self.console_log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = open(self.console_log, "ab")  # noqa: SIM115
+            output = self._log_handle
+        try:
+            return subprocess.Popen(
+                ["bash", "bin/run.sh", "root/conf.yaml"],
+                cwd=self.gateway_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ProcessControlError(
+                f"cannot run bin/run.sh in {self.gateway_dir}: {exc.strerror}"
+            ) from exc
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Poll until the port accepts connections; raise when it does not in time."""
+        deadline = self._clock() + (
+            self.startup_timeout if timeout is None else timeout
+        )
+        while True:
+            if self.answering():
+                return
+            if self._popen is not None and self._popen.poll() is not None:
+                code = self._popen.returncode
+                self._popen = None
+                raise ProcessControlError(
+                    f"the gateway exited with code {code} while starting; "
+                    f"see {self.console_log or 'its output'}"
+                )
+            if self._clock() >= deadline:
+                raise ProcessControlError(
+                    f"the gateway did not answer on port {self.port} within "
+                    f"{self.startup_timeout:g} s (IBEAM_GATEWAY_STARTUP)"
+                )
+            self._sleep(READY_POLL)
+
+    def stop(self) -> None:
+        """Stop every gateway process group: SIGTERM, then SIGKILL after a grace."""
+        targets = self._targets()
+        if not targets:
+            self._reap()
+            return
+        self._signal(targets, signal.SIGTERM)
+        _, alive = psutil.wait_procs(targets, timeout=self.stop_grace)
+        if alive:
+            log.warning("gateway ignored SIGTERM for %g s; killing it", self.stop_grace)
+            self._signal(alive, signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=self.stop_grace)
+        self._reap(wait=True)
+        log.info("gateway stopped")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _targets(self) -> list[psutil.Process]:
+        procs: dict[int, psutil.Process] = {}
+        roots = self.processes()
+        if self._popen is not None and self._popen.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                roots.append(psutil.Process(self._popen.pid))
+        for proc in roots:
+            procs[proc.pid] = proc
+            with contextlib.suppress(psutil.Error):
+                for child in proc.children(recursive=True):
+                    procs[child.pid] = child
+        return list(procs.values())
+
+    def _signal(self, procs: list[psutil.Process], signum: int) -> None:
+        """Signal each process's group, or the process alone if it shares ours."""
+        own_group = os.getpgrp()
+        groups = set()
+        for proc in procs:
+            try:
+                group = os.getpgid(proc.pid)
+            except OSError:
+                continue
+            if group != own_group and group not in groups:
+                groups.add(group)
+                with contextlib.suppress(OSError):
+                    os.killpg(group, signum)
+            elif group == own_group:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signum)
+
+    def _reap(self, wait: bool = False) -> None:
+        """Collect our child's exit status so it does not linger as a zombie."""
+        if self._popen is None:
+            return
+        if wait:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=self.stop_grace)
+        if self._popen.poll() is not None:
+            self._popen = None
+            if self._log_handle is not None:
+                self._log_handle.close()
+                self._log_handle = None
+
+
+class _TimedTransport(SupervisorTransport):
+    """supervisor's transport, with a socket timeout on every connection."""
+
+    def __init__(self, serverurl: str, timeout: float) -> None:
+        super().__init__(None, None, serverurl)
+        make = self._get_connection
+
+        def get_connection():
+            conn = make()
+            conn.timeout = timeout
+            if serverurl.startswith("unix://"):
+                path = serverurl[len("unix://") :]
+
+                def connect():
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(timeout)
+                    sock.connect(path)
+                    conn.sock = sock
+
+                conn.connect = connect
+            return conn
+
+        self._get_connection = get_connection
+
+
+class SupervisorGateway:
+    """The gateway as a supervisord program, driven over XML-RPC."""
+
+    owned = False
+
+    def __init__(
+        self,
+        url: str,
+        program: str = "gateway",
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 20.0,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self.program = program
+        self.port = port
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"SupervisorGateway({self.url!r}, {self.program!r})"
+
+    def _call(self, method: str, *args):
+        transport = _TimedTransport(self.url, self.timeout)
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        try:
+            return getattr(proxy.supervisor, method)(*args)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode == Faults.BAD_NAME:
+                raise ConfigError(
+                    f"IBEAM_SUPERVISOR_PROGRAM={self.program} is not a program of "
+                    f"the supervisord at {self.url}; set it to the gateway's name"
+                ) from fault
+            raise
+        except (OSError, xmlrpc.client.ProtocolError) as exc:
+            raise SupervisorError(
+                f"supervisord at {self.url} did not answer {method} ({exc}); "
+                "check IBEAM_SUPERVISOR_URL"
+            ) from exc
+        finally:
+            transport.close()
+
+    def info(self) -> dict:
+        return self._call("getProcessInfo", self.program)
+
+    def state(self) -> str:
+        return str(self.info().get("statename", "UNKNOWN"))
+
+    def running(self) -> bool:
+        return self.state() in ("RUNNING", "STARTING")
+
+    def pid(self) -> int | None:
+        pid = self.info().get("pid") or None
+        return int(pid) if pid else None
+
+    def memory_bytes(self) -> int | None:
+        return _tree_memory(self.pid())
+
+    def answering(self) -> bool:
+        return port_answers(self.host, self.port)
+
+    def start(self) -> None:
+        try:
+            self._call("startProcess", self.program, True)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.ALREADY_STARTED:
+                raise SupervisorError(
+                    f"supervisord could not start {self.program}: {fault.faultString}"
+                ) from fault
+        log.info("gateway started through supervisord (%s)", self.program)
+
+    def stop(self) -> None:
+        try:
+            self._call("stopProcess", self.program, True)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.NOT_RUNNING:
+                raise SupervisorError(
+                    f"supervisord could not stop {self.program}: {fault.faultString}"
+                ) from fault
+        log.info("gateway stopped through supervisord (%s)", self.program)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = self._clock() + (
+            self.startup_timeout if timeout is None else timeout
+        )
+        while not self.answering():
+            state = self.state()
+            if state in ("FATAL", "STOPPED", "EXITED"):
+                raise ProcessControlError(
+                    f"supervisord reports the gateway program {self.program} {state}"
+                )
+            if self._clock() >= deadline:
+                raise ProcessControlError(
+                    f"the gateway did not answer on port {self.port} within "
+                    f"{self.startup_timeout:g} s (IBEAM_GATEWAY_STARTUP)"
+                )
+            self._sleep(READY_POLL)
+
+
+def make_gateway(settings, *, console_log: Path | None = None):
+    """The gateway control the settings ask for."""
+    host = urlsplit(settings.base_url).hostname or "127.0.0.1"
+    if settings.supervisor_url:
+        return SupervisorGateway(
+            settings.supervisor_url,
+            settings.supervisor_program,
+            port=settings.gateway_port,
+            host=host,
+            startup_timeout=settings.gateway_startup,
+        )
+    return StandaloneGateway(
+        settings.gateway_dir,
+        process_match=settings.gateway_process_match,
+        port=settings.gateway_port,
+        host=host,
+        startup_timeout=settings.gateway_startup,
+        console_log=console_log,
+    )
