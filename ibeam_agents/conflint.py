@@ -4,8 +4,9 @@ The gateway binds conf.yaml to a Java bean and exits on any key it does not know
 Its IP filter understands only ``a.*``, ``a.b.*``, ``a.b.c.*`` and literal
 addresses: a CIDR entry is compared as text and never matches, and ``"*"`` breaks
 the filter so that every request gets a 500.  The agent talks to the gateway from
-127.0.0.1, so loopback must pass the filter.  ``lint`` turns these into one clear
-error, or into a corrected copy of the configuration plus notes.
+127.0.0.1, so loopback must pass the filter.  (Entries are regular expressions
+to the gateway; the documented forms are the ones above.)  ``lint`` turns these
+into one clear error, or into a corrected copy of the configuration plus notes.
 """
 
 from __future__ import annotations
@@ -76,10 +77,16 @@ def is_pattern(entry: str) -> bool:
 
 
 def matches(entry: str, address: str) -> bool:
-    """Whether a gateway pattern matches an IPv4 address, as its filter does."""
-    if entry.endswith(".*"):
-        return address.startswith(entry[:-1])
-    return entry == address
+    """Whether an ips entry matches an IPv4 address, as the gateway's filter does.
+
+    The gateway compiles each entry as a (Java) regular expression and matches it
+    against the whole address, which is why ``10.*`` works at all (and why it
+    also covers 100.x to 109.x).
+    """
+    try:
+        return re.fullmatch(entry, address) is not None
+    except re.error:
+        return False
 
 
 def translate_entry(entry: str, *, where: str, deny: bool = False) -> str | None:

@@ -119,7 +119,9 @@ def test_lint_refuses_missing_loopback():
         conflint.lint(config, source="conf.yaml")
 
 
-@pytest.mark.parametrize("entry", ["127.*", "127.0.*", "127.0.0.*", "127.0.0.1/32"])
+@pytest.mark.parametrize(
+    "entry", ["127.*", "127.0.*", "127.0.0.*", "127.0.0.1/32", "1.*"]
+)
 def test_lint_accepts_loopback_as_pattern(entry):
     config = base_config(ips={"allow": [entry], "deny": []})
     conflint.lint(config, source="conf.yaml")
@@ -153,6 +155,21 @@ def test_lint_refuses_bad_values(key, value, match):
 def test_lint_refuses_non_mapping():
     with pytest.raises(ConfigError, match="not a YAML mapping"):
         conflint.lint(["a"], source="conf.yaml")
+
+
+@pytest.mark.parametrize(
+    ("entry", "address", "expected"),
+    [
+        ("10.*", "10.88.0.1", True),
+        ("10.*", "100.1.1.1", True),
+        ("192.168.*", "192.169.0.1", False),
+        ("127.0.0.1", "127.0.0.1", True),
+        ("10.0.0.0/8", "10.0.0.1", False),
+        ("*", "127.0.0.1", False),
+    ],
+)
+def test_matches_reads_entries_as_the_gateway_does(entry, address, expected):
+    assert conflint.matches(entry, address) is expected
 
 
 def test_split_entries_accepts_commas_and_spaces():
