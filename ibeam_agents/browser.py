@@ -271,11 +271,21 @@ def acquire_display(wanted: str | None) -> _Display:
 # --- processes ---------------------------------------------------------------
 
 
+def _alive(pid: int) -> bool:
+    """Whether pid runs (a zombie has ended; its parent reaps it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _kill_processes(pids: list[int], timeout: float = 10.0) -> None:
     alive = []
     for pid in pids:
         try:
             process = psutil.Process(pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
             process.send_signal(signal.SIGKILL)
             alive.append(process)
         except psutil.Error:
@@ -295,9 +305,9 @@ def descendants(pid: int) -> list[int]:
 def _processes_of(session_id: int | None, profile: str) -> list[int]:
     """Live processes in chromedriver's session or using our profile dir."""
     found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
         pid = process.info["pid"]
-        if pid == os.getpid():
+        if pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         cmdline = process.info["cmdline"] or []
         if any(profile in arg for arg in cmdline):
@@ -452,8 +462,8 @@ def close_session(session: BrowserSession) -> None:
             log.debug("browser: stopping chromedriver failed: %s", err)
 
     leftovers = set(_processes_of(session.driver_pid, session.profile))
-    leftovers |= {pid for pid in session.children if psutil.pid_exists(pid)}
-    if session.driver_pid is not None and psutil.pid_exists(session.driver_pid):
+    leftovers |= {pid for pid in session.children if _alive(pid)}
+    if session.driver_pid is not None and _alive(session.driver_pid):
         leftovers.add(session.driver_pid)
     if leftovers:
         log.debug("browser: killing %d leftover processes", len(leftovers))

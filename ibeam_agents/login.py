@@ -146,10 +146,15 @@ _LOCKED = re.compile(
 )
 _WRONG_MODE = re.compile(r"paper trading user|live account mode|login mode", re.I)
 _SECOND_FACTOR = re.compile(
-    r"security code|\bcode\b|challenge|notification|ib key|two.factor|expired", re.I
+    r"security code|\bcode\b|challenge|ib key|two.factor|second factor", re.I
 )
 _CREDENTIALS = re.compile(
     r"user\s*name|password|credential|invalid|incorrect|failed|not recogni", re.I
+)
+# Banners that ask to start over rather than judge the credentials.
+_START_OVER = re.compile(
+    r"reload the page|try again later|temporarily|maintenance|session has expired",
+    re.I,
 )
 
 
@@ -587,6 +592,8 @@ class LoginFlow:
         if not self._reacted(snap) and not self._stuck():
             return _Next.WAIT
         text = self._redact(snap.text("error"))
+        if _START_OVER.search(text):
+            self._fail(LoginTimeout(f"the login page asked to start over: {text!r}"))
         if self.second_factor_used:
             self._fail(SecondFactorFailed(f"the second factor failed: {text!r}"))
         self._fail(LoginRefused(f"the login page refused the login: {text!r}"))

@@ -184,6 +184,7 @@ BUILT_IN: dict[str, tuple[Locator, ...]] = {
         (CSS, "[class*=promo] a[class*=skip], [class*=promo] button[class*=skip]"),
     ),
     "loading": _chain("current", (CSS, ".xyzblock-loading"))
+    + _chain("legacy", (CSS, ".loading-spinner"))
     + _chain("generic", (CSS, "form [aria-busy=true]")),
 }
 
