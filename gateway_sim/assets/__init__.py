@@ -1,0 +1,1 @@
+"""Static files of the simulated login page and the gateway layout templates."""

@@ -1,0 +1,293 @@
+"""Install, start, drive and stop a simulated gateway from Python.
+
+    with SimGateway(tmp_path / "gw", faults={"auth_delay_ms": 200}) as gw:
+        gw.expire(style="401")
+        assert gw.state()["sso"] is False
+
+Tests, the demo and the benchmark use this; every instance picks free ports
+unless told otherwise and runs `bin/run.sh root/conf.yaml` from its directory
+in a process group of its own, so `stop()` takes everything with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from .install import ACCOUNTS, CONF, install
+
+DEFAULT_START_TIMEOUT = 20.0
+
+
+class SimGatewayError(RuntimeError):
+    """The simulator did not start, or a control call failed."""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment of the call."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SimGateway:
+    """One simulated gateway in root_dir, on its own ports."""
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike,
+        *,
+        port: int | None = None,
+        control_port: int | None = None,
+        accounts: list[dict[str, Any]] | None = None,
+        faults: dict[str, Any] | None = None,
+        conf_overrides: dict[str, Any] | None = None,
+        startup_delay_ms: int = 0,
+    ):
+        self.root = Path(root_dir).resolve()
+        self.port = port or free_port()
+        self.control_port = control_port or free_port()
+        self.accounts = accounts
+        self.initial_faults = dict(faults or {})
+        self.conf_overrides = dict(conf_overrides or {})
+        self.startup_delay_ms = startup_delay_ms
+        self.process: subprocess.Popen | None = None
+        self.console_path = self.root / "logs" / "console.log"
+        self._http = requests.Session()
+
+    # ----- layout ----------------------------------------------------------
+
+    def install(self) -> SimGateway:
+        """Lay out the gateway directory, then apply port, conf and accounts."""
+        install(str(self.root), force=True)
+        conf_path = self.root / CONF
+        conf = yaml.safe_load(conf_path.read_text())
+        conf["listenPort"] = self.port
+        for key, value in self.conf_overrides.items():
+            if value is None:
+                conf.pop(key, None)
+            else:
+                conf[key] = value
+        conf_path.write_text(yaml.safe_dump(conf, sort_keys=False))
+        if self.accounts is not None:
+            self.write_accounts(self.accounts)
+        return self
+
+    def write_accounts(self, accounts: list[dict[str, Any]]) -> None:
+        """Replace sim/accounts.yaml (read when the gateway starts)."""
+        path = self.root / ACCOUNTS
+        path.write_text(yaml.safe_dump({"accounts": accounts}, sort_keys=False))
+        path.chmod(0o600)
+
+    @property
+    def conf_path(self) -> Path:
+        return self.root / CONF
+
+    @property
+    def tls(self) -> bool:
+        conf = yaml.safe_load(self.conf_path.read_text()) or {}
+        return conf.get("listenSsl", True) is not False
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://localhost:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def env(self) -> dict[str, str]:
+        """The environment bin/run.sh gets from start()."""
+        env = dict(os.environ)
+        env["GATEWAY_SIM_CONTROL_PORT"] = str(self.control_port)
+        env["GATEWAY_SIM_STARTUP_DELAY_MS"] = str(self.startup_delay_ms)
+        env.pop("GATEWAY_SIM_ACCOUNTS", None)
+        if self.initial_faults:
+            env["GATEWAY_SIM_FAULTS"] = json.dumps(self.initial_faults)
+        else:
+            env.pop("GATEWAY_SIM_FAULTS", None)
+        return env
+
+    # ----- process ---------------------------------------------------------
+
+    def start(
+        self, timeout: float = DEFAULT_START_TIMEOUT, *, wait: bool = True
+    ) -> SimGateway:
+        """Run bin/run.sh root/conf.yaml from the directory; wait until it serves."""
+        if not (self.root / "bin" / "run.sh").exists():
+            self.install()
+        if self.running():
+            raise SimGatewayError(
+                f"simulator in {self.root} is already running (pid {self.pid})"
+            )
+        self.console_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.console_path, "ab") as console:
+            self.process = subprocess.Popen(
+                ["bash", "bin/run.sh", "root/conf.yaml"],
+                cwd=self.root,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        """Block until the control API answers and the gateway port accepts."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                status = self.process.returncode
+                raise SimGatewayError(
+                    f"simulator exited with {status}: {self.console()[-2000:]}"
+                )
+            if self._control_up() and _port_open(self.port):
+                return
+            time.sleep(0.05)
+        raise SimGatewayError(
+            f"simulator not serving after {timeout}s: {self.console()[-2000:]}"
+        )
+
+    def _control_up(self) -> bool:
+        try:
+            self._http.get(self.control_url + "/sim/state", timeout=1)
+        except requests.RequestException:
+            return False
+        return True
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop the process group (TERM, then KILL); return the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout)
+        # Anything the group left behind (there should be nothing) goes too.
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self._http.close()
+        return self.process.returncode
+
+    def console(self) -> str:
+        """Everything the process printed (stdout and stderr) so far."""
+        try:
+            return self.console_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> SimGateway:
+        if not (self.root / "bin" / "run.sh").exists():
+            self.install()
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ----- control API -----------------------------------------------------
+
+    def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(
+                method, self.control_url + route, json=body, timeout=10
+            )
+        except requests.RequestException as exc:
+            raise SimGatewayError(
+                f"control API {method} {route} failed: {exc}"
+            ) from exc
+        payload = response.json()
+        if response.status_code >= 400:
+            raise SimGatewayError(f"{method} {route}: {payload.get('error', payload)}")
+        return payload
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "/sim/state")
+
+    def faults(self, **knobs: Any) -> dict[str, Any]:
+        """Merge fault knobs (no arguments: read them)."""
+        if not knobs:
+            return self._call("GET", "/sim/faults")
+        return self._call("POST", "/sim/faults", knobs)
+
+    def expire(self, style: str = "no_session") -> dict[str, Any]:
+        return self._call("POST", "/sim/session/expire", {"style": style})
+
+    def compete(self) -> dict[str, Any]:
+        return self._call("POST", "/sim/session/compete")
+
+    def drop(self) -> dict[str, Any]:
+        return self._call("POST", "/sim/session/drop")
+
+    def approve_push(self) -> bool:
+        return bool(self._call("POST", "/sim/2fa/approve")["approved"])
+
+    def reset(self) -> dict[str, Any]:
+        return self._call("POST", "/sim/reset")
+
+    def set_accounts(self, accounts: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call("POST", "/sim/accounts", {"accounts": accounts})
+
+    def last_code(self) -> str:
+        return self._call("GET", "/sim/2fa/last_code")["code"]
+
+    def crash(self) -> int | None:
+        """Make the gateway process die at once; return its exit status."""
+        try:
+            self._http.post(self.control_url + "/sim/crash", timeout=5)
+        except requests.RequestException:
+            pass
+        if self.process is None:
+            return None
+        return self.process.wait(10)
+
+    def wait_for(
+        self, predicate, timeout: float = 15.0, interval: float = 0.1
+    ) -> dict[str, Any]:
+        """Poll /sim/state until predicate(state) is true; return that state."""
+        deadline = time.monotonic() + timeout
+        state = self.state()
+        while not predicate(state):
+            if time.monotonic() > deadline:
+                raise SimGatewayError(
+                    f"condition not met within {timeout}s; state: {state}"
+                )
+            time.sleep(interval)
+            state = self.state()
+        return state
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
