@@ -58,6 +58,23 @@ RUN set -eux; \
 	python3 /usr/local/lib/ibeam/fetch_gateway.py "$GATEWAY_URL" /srv/clientportal.gw "$GATEWAY_SHA256"; \
 	chown -R ibeam:ibeam /srv/clientportal.gw
 
+# The Python dependencies, built where a compiler is at hand (pyjks needs
+# twofish, which has no binary wheel) and copied into the image without it.
+FROM base AS python-deps
+RUN set -eux; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update; \
+	apt-get install -y --no-install-recommends gcc libc6-dev python3-dev; \
+	rm -rf /var/lib/apt/lists/*
+# From pyproject.toml alone: rebuilt only when the dependencies change.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN --mount=type=secret,id=pipca,required=false set -eux; \
+	if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
+	python3 -m venv /opt/venv; \
+	python3 -c 'import tomllib, sys; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+		/tmp/pyproject.toml > /tmp/requirements.txt; \
+	/opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt
+
 FROM base AS app
 
 ENV VIRTUAL_ENV=/opt/venv \
@@ -65,17 +82,8 @@ ENV VIRTUAL_ENV=/opt/venv \
 	PYTHONUNBUFFERED=1 \
 	PYTHONDONTWRITEBYTECODE=1
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when
-# they change.
+COPY --from=python-deps /opt/venv /opt/venv
 COPY pyproject.toml /opt/ibeam/src/pyproject.toml
-RUN --mount=type=secret,id=pipca,required=false set -eux; \
-	if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-	python3 -m venv "$VIRTUAL_ENV"; \
-	python3 -c 'import tomllib, sys; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
-		/opt/ibeam/src/pyproject.toml > /tmp/requirements.txt; \
-	pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt; \
-	rm /tmp/requirements.txt
-
 COPY README.md /opt/ibeam/src/README.md
 COPY ibeam_agents /opt/ibeam/src/ibeam_agents
 COPY gateway_sim /opt/ibeam/src/gateway_sim
@@ -127,8 +135,12 @@ CMD ["supervisord", "-c", "/etc/supervisor/supervisord.conf"]
 
 # The simulator as the gateway: what the tests and the demo image run.
 FROM app AS sim
+# The installer stages its files next to the target, in root-owned /srv.
+USER root
 RUN set -eux; \
-	python -m gateway_sim install /srv/clientportal.gw
+	python -m gateway_sim install /srv/clientportal.gw; \
+	chown -R ibeam:ibeam /srv/clientportal.gw
+USER ibeam
 LABEL org.opencontainers.image.description="IBeam appliance with the gateway simulator (tests and demos; no IBKR access)"
 
 # IBKR's gateway (default target: the last stage).

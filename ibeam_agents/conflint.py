@@ -215,19 +215,28 @@ def _lint_ips(result: LintResult, *, source: str) -> None:
         if lists[name] != [str(entry).strip() for entry in entries]:
             result.changed = True
     result.config["ips"] = {**ips, **lists}
-    _check_loopback(lists["allow"], lists["deny"], source=source)
+    check_loopback(
+        lists["allow"],
+        lists["deny"],
+        allow_name=f"{source}: ips.allow",
+        deny_name=f"{source}: ips.deny",
+    )
 
 
-def _check_loopback(allow: list[str], deny: list[str], *, source: str) -> None:
+def check_loopback(
+    allow: list[str], deny: list[str], *, allow_name: str, deny_name: str
+) -> None:
+    """Refuse lists that keep the agent (on 127.0.0.1) out of the gateway."""
     if any(matches(entry, LOOPBACK) for entry in deny):
         raise ConfigError(
-            f"{source}: ips.deny matches {LOOPBACK}, so the agent cannot reach the "
+            f"{deny_name} matches {LOOPBACK}, so the agent cannot reach the "
             "gateway: remove that entry"
         )
     if not any(matches(entry, LOOPBACK) for entry in allow):
+        field = allow_name.rsplit(": ", 1)[-1]
         raise ConfigError(
-            f"{source}: ips.allow does not include {LOOPBACK}, so the agent cannot "
-            "reach the gateway (404 Access Denied): add 127.0.0.1 to ips.allow"
+            f"{allow_name} does not include {LOOPBACK}, so the agent cannot "
+            f"reach the gateway (404 Access Denied): add 127.0.0.1 to {field}"
         )
 
 

@@ -291,6 +291,9 @@ def _plan_from_environment(*, inputs_dir: Path, environ: Mapping[str, str]) -> P
         where="IBEAM_GATEWAY_DENY",
         deny=True,
     )
+    conflint.check_loopback(
+        allow, deny, allow_name="IBEAM_GATEWAY_ALLOW", deny_name="IBEAM_GATEWAY_DENY"
+    )
     listen_ssl = _env_bool(environ, "IBEAM_GATEWAY_TLS", True)
     tls = _find_tls(
         inputs_dir,

@@ -65,9 +65,12 @@ cat >&2 <<INFO
 
   The appliance is starting (supervisord in the foreground; Ctrl-C stops it).
   In another terminal:
-    curl -k https://localhost:$IBEAM_GATEWAY_PORT/v1/api/one/user    the gateway, once logged in
-    curl localhost:$IBEAM_HEALTH_SERVER_PORT/status                   the agent's view
-    curl localhost:$GATEWAY_SIM_CONTROL_PORT/sim/state                the simulator's state
+    # the gateway, once the agent has logged it in
+    curl -k https://localhost:$IBEAM_GATEWAY_PORT/v1/api/one/user
+    # the agent's view, and the simulator's
+    curl localhost:$IBEAM_HEALTH_SERVER_PORT/status
+    curl localhost:$GATEWAY_SIM_CONTROL_PORT/sim/state
+    # the programs
     IBEAM_RUN_DIR=$IBEAM_RUN_DIR DISPLAY=$DISPLAY IBEAM_GATEWAY_DIR=$IBEAM_GATEWAY_DIR \\
       .venv/bin/supervisorctl -c $conf status
 
