@@ -27,6 +27,7 @@ from ibeam_agents import logs
 from ibeam_agents.credentials import read_secret
 from ibeam_agents.errors import ConfigError
 from ibeam_agents.schedule import DEFAULT_TIMEZONE, RestartSchedule, parse_schedule
+from ibeam_agents.selectors import parse_locator
 
 DEFAULT_GATEWAY_DIR = "/srv/clientportal.gw"
 DEFAULT_INPUTS_DIR = "/srv/inputs"
@@ -46,7 +47,6 @@ TWO_FA_HANDLERS = {
     "NOTIFICATION_RESEND": "IBKEY_PUSH",
     "CUSTOM_HANDLER": "CUSTOM_HANDLER",
 }
-LOCATOR_TYPES = ("ID", "NAME", "CSS_SELECTOR", "CLASS_NAME", "XPATH", "TAG_NAME", "FOR")
 TRUE_WORDS = ("y", "yes", "t", "true", "on", "1")
 FALSE_WORDS = ("n", "no", "f", "false", "off", "0")
 HTTP_METHODS = ("GET", "POST", "PUT")
@@ -326,13 +326,7 @@ def _locator(env: _Env, name: str) -> str | None:
     if value is None:
         return None
     setting = long_name if env.raw(long_name) else id_name
-    kind, sep, ident = value.partition("@@")
-    if sep and (kind.upper() not in LOCATOR_TYPES or not ident):
-        listed = ", ".join(LOCATOR_TYPES)
-        raise ConfigError(
-            f"{setting} must be TYPE@@identifier with TYPE one of {listed}, or a bare "
-            f"element id: got {value!r}"
-        )
+    parse_locator(value, setting)
     return value
 
 

@@ -768,6 +768,7 @@ class Watcher:
             )
             self._record_login("succeeded", duration)
             self._notice = None
+            self._reason = f"browser login succeeded ({variant})"
             # The page is done with the password: a crash from here on is no risk.
             self.budget.release()
             return self._await_auth("login")

@@ -1,0 +1,155 @@
+"""Credentials from env, _FILE twins, prompts and Fernet tokens."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ibeam_agents import credentials as creds
+from ibeam_agents import logs
+from ibeam_agents.credentials import (
+    Credentials,
+    decrypt_password,
+    encrypt_password,
+    load_credentials,
+    read_secret,
+)
+from ibeam_agents.errors import ConfigError, MissingCredentialError
+
+HOSTILE = "P$w\"d#1\\a&b|c'z"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    creds._warned_quotes.clear()
+    yield
+    logs.forget_secrets()
+
+
+def test_credentials_from_environment():
+    got = load_credentials({"IBEAM_ACCOUNT": "user1", "IBEAM_PASSWORD": HOSTILE})
+    assert got == Credentials("user1", HOSTILE)
+
+
+def test_credentials_repr_masks_both():
+    text = repr(Credentials("user1", "secret-pw"))
+    assert "user1" not in text and "secret-pw" not in text
+
+
+def test_credentials_env_value_keeps_every_byte_but_the_line_end():
+    got = load_credentials({"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD": " a b \r\n"})
+    assert got.password == " a b "
+
+
+def test_credentials_from_files(tmp_path):
+    (tmp_path / "acct").write_text("user1\n")
+    (tmp_path / "pw").write_text(HOSTILE + "\n")
+    got = load_credentials(
+        {
+            "IBEAM_ACCOUNT_FILE": str(tmp_path / "acct"),
+            "IBEAM_PASSWORD_FILE": str(tmp_path / "pw"),
+        }
+    )
+    assert got == Credentials("user1", HOSTILE)
+
+
+def test_credentials_secrets_source_fs_reads_paths(tmp_path):
+    (tmp_path / "pw").write_text("from-file")
+    env = {
+        "IBEAM_SECRETS_SOURCE": "fs",
+        "IBEAM_ACCOUNT": "u",
+        "IBEAM_PASSWORD": str(tmp_path / "pw"),
+    }
+    (tmp_path / "u").write_text("ignored")
+    env["IBEAM_ACCOUNT"] = str(tmp_path / "u")
+    assert load_credentials(env) == Credentials("ignored", "from-file")
+
+
+def test_credentials_both_variable_and_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="IBEAM_PASSWORD and IBEAM_PASSWORD_FILE"):
+        read_secret(
+            {"IBEAM_PASSWORD": "a", "IBEAM_PASSWORD_FILE": "/x"}, "IBEAM_PASSWORD"
+        )
+
+
+def test_credentials_unreadable_file_names_setting_not_content(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        read_secret({"IBEAM_PASSWORD_FILE": str(tmp_path / "no")}, "IBEAM_PASSWORD")
+    assert "IBEAM_PASSWORD_FILE" in str(info.value)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        read_secret({"IBEAM_PASSWORD_FILE": str(tmp_path / "empty")}, "IBEAM_PASSWORD")
+
+
+def test_credentials_missing_without_terminal_exits_2():
+    with pytest.raises(MissingCredentialError) as info:
+        load_credentials({"IBEAM_ACCOUNT": "u"}, interactive=False)
+    assert "IBEAM_PASSWORD" in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_credentials_missing_on_terminal_are_prompted():
+    asked = []
+
+    def prompt(label):
+        asked.append(label)
+        return {"IBKR user name: ": "user1", "IBKR password: ": HOSTILE}[label]
+
+    got = load_credentials({}, prompt=prompt, interactive=True)
+    assert got == Credentials("user1", HOSTILE)
+    assert asked == ["IBKR user name: ", "IBKR password: "]
+
+
+def test_credentials_prompt_interrupted_is_a_clear_error():
+    def prompt(label):
+        raise EOFError
+
+    with pytest.raises(MissingCredentialError, match="IBEAM_ACCOUNT"):
+        load_credentials({}, prompt=prompt, interactive=True)
+
+
+def test_credentials_fernet_round_trip():
+    token, key = encrypt_password(HOSTILE)
+    assert HOSTILE not in token
+    got = load_credentials(
+        {"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD": token, "IBEAM_KEY": key}
+    )
+    assert got.password == HOSTILE
+
+
+def test_credentials_fernet_reuses_a_given_key():
+    _, key = encrypt_password("a")
+    token, same = encrypt_password("b", key)
+    assert same == key
+    assert decrypt_password(token, key) == "b"
+
+
+def test_credentials_fernet_bad_key_and_bad_token():
+    with pytest.raises(ConfigError, match="IBEAM_KEY is not a Fernet key"):
+        decrypt_password("x", "short")
+    _, key = encrypt_password("a")
+    with pytest.raises(ConfigError, match="encrypt-password"):
+        decrypt_password("not-a-token", key)
+
+
+def test_credentials_key_without_password_is_an_error():
+    _, key = encrypt_password("a")
+    with pytest.raises(MissingCredentialError, match="IBEAM_KEY"):
+        load_credentials({"IBEAM_ACCOUNT": "u", "IBEAM_KEY": key}, interactive=False)
+
+
+def test_credentials_quoted_value_warns_once_without_value(caplog):
+    env = {"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD": '"quoted-secret"'}
+    with caplog.at_level(logging.WARNING):
+        first = load_credentials(env)
+        load_credentials(env)
+    assert first.password == '"quoted-secret"'
+    warnings = [r for r in caplog.records if "IBEAM_PASSWORD" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "quoted-secret" not in caplog.text
+
+
+def test_credentials_loaded_secrets_are_redacted_in_logs():
+    load_credentials({"IBEAM_ACCOUNT": "someuser", "IBEAM_PASSWORD": HOSTILE})
+    assert logs.redact(f"typed {HOSTILE} for someuser") == "typed *** for ***"
