@@ -9,8 +9,12 @@ import time
 import pytest
 
 from gateway_sim.harness import SimGateway
-from tests.support.agent import AgentProcess, gateway_processes, kill_gateways
-from tests.support.agent import session_leftovers
+from tests.support.agent import (
+    AgentProcess,
+    gateway_processes,
+    kill_gateways,
+    session_leftovers,
+)
 from tests.support.needs import require_binaries
 
 pytestmark = pytest.mark.e2e
