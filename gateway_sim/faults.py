@@ -111,7 +111,7 @@ KNOBS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "memory_limit_mb": (None, _number(0, nullable=True, positive=True)),
     "pacing": (True, _flag),
     # Knobs added by the simulator (documented in docs/simulator.md).
-    "pacing_burst": (2, _integer(1)),
+    "pacing_burst": (5, _integer(1)),
     "expire_style": ("401", _choice(*EXPIRE_STYLES)),
     "success_content_type": ("text/plain", _content_type),
     "collission": (False, _flag),

@@ -107,6 +107,11 @@ class SimGateway:
         return f"http://127.0.0.1:{self.control_port}"
 
     @property
+    def process_match(self) -> str:
+        """A command-line substring that matches this simulator and no other."""
+        return f"-Dgateway_sim.dir={self.root} "
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 

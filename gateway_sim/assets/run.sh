@@ -18,7 +18,10 @@ echo " runtime path : $RUNTIME_PATH"
 echo " config file  : $config_file"
 @PYTHONPATH@
 # The Python interpreter that ran `gateway_sim install`, in place of java.
-exec @PYTHON@ -m gateway_sim.server -server -Dvertx.disableDnsResolver=true \
+# -Dgateway_sim.dir is the simulator's own: a process-match string unique to
+# this directory when several gateways run on one machine.
+exec @PYTHON@ -m gateway_sim.server -server -Dgateway_sim.dir="$PWD" \
+	-Dvertx.disableDnsResolver=true \
 	-Djava.net.preferIPv4Stack=true \
 	-Dvertx.logger-delegate-factory-class-name=io.vertx.core.logging.SLF4JLogDelegateFactory \
 	-Dnologback.statusListenerClass=ch.qos.logback.core.status.OnConsoleStatusListener \
