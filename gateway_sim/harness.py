@@ -17,10 +17,12 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 import yaml
 
 from .install import ACCOUNTS, CONF, install
@@ -63,6 +65,7 @@ class SimGateway:
         self.process: subprocess.Popen | None = None
         self.console_path = self.root / "logs" / "console.log"
         self._http = requests.Session()
+        self._gateway_http = requests.Session()
 
     # ----- layout ----------------------------------------------------------
 
@@ -194,6 +197,7 @@ class SimGateway:
         # Anything the group left behind (there should be nothing) goes too.
         _signal_group(self.process.pid, signal.SIGKILL)
         self._http.close()
+        self._gateway_http.close()
         return self.process.returncode
 
     def console(self) -> str:
@@ -267,6 +271,27 @@ class SimGateway:
             return None
         return self.process.wait(10)
 
+    def request(self, method: str, route: str, **kwargs: Any) -> requests.Response:
+        """One request to the gateway port (certificate not verified)."""
+        kwargs.setdefault("timeout", 10)
+        kwargs.setdefault("verify", False)
+        kwargs.setdefault("allow_redirects", False)
+        with _quiet_tls():
+            return self._gateway_http.request(method, self.base_url + route, **kwargs)
+
+    def http_login(
+        self, user: str = "demo", password: str = "demo", **options: Any
+    ) -> str:
+        """Log in through the page's own requests, without a browser.
+
+        Options: paper (bool, the Live/Paper switch; None skips the check),
+        method (picker choice: "IB Key", "Mobile Authenticator App", "SMS"),
+        code (TOTP code; SMS codes are read from the control API), approve
+        (approve IB Key pushes through the control API, default True).
+        Returns the /sso/Dispatcher text ("Client login succeeds").
+        """
+        return HttpLogin(self).run(user, password, **options)
+
     def wait_for(
         self, predicate, timeout: float = 15.0, interval: float = 0.1
     ) -> dict[str, Any]:
@@ -281,6 +306,87 @@ class SimGateway:
             time.sleep(interval)
             state = self.state()
         return state
+
+
+LOGIN_ROUTE = "/sso/Login?forwardTo=22&RL=1&ip2loc=on"
+
+
+class HttpLogin:
+    """The login page's requests, made without a browser (fast tests and demos)."""
+
+    def __init__(self, gateway: SimGateway, timeout: float = 30.0):
+        self.gateway = gateway
+        self.timeout = timeout
+        # verify=False goes on each request: a session-wide False loses to
+        # REQUESTS_CA_BUNDLE when that is set.
+        self.session = requests.Session()
+        self.steps: list[str] = []
+
+    def run(
+        self,
+        user: str,
+        password: str,
+        *,
+        paper: bool | None = None,
+        method: str | None = None,
+        code: str | None = None,
+        approve: bool = True,
+    ) -> str:
+        """Log in; return the Dispatcher page text or raise SimGatewayError."""
+        with _quiet_tls():
+            self.session.get(
+                self.gateway.base_url + LOGIN_ROUTE, timeout=self.timeout, verify=False
+            )
+            reply = self._post("login", username=user, password=password, paper=paper)
+            deadline = time.monotonic() + self.timeout
+            while reply["step"] != "success":
+                if time.monotonic() > deadline:
+                    raise SimGatewayError(f"login stuck at step {reply['step']}")
+                reply = self._next(reply, method, code, approve)
+            url = self.gateway.base_url + reply["location"]
+            page = self.session.get(url, timeout=10, verify=False)
+        return page.text
+
+    def _post(self, action: str, **fields: Any) -> dict[str, Any]:
+        url = self.gateway.base_url + "/sso/Authenticator"
+        body = {"action": action, **fields}
+        response = self.session.post(url, json=body, timeout=30, verify=False)
+        reply = response.json()
+        self.steps.append(reply["step"])
+        return reply
+
+    def _next(self, reply: dict, method: str | None, code: str | None, approve: bool):
+        step = reply["step"]
+        if step == "picker":
+            if method is None:
+                raise SimGatewayError(
+                    "the account offers a method picker: pass method="
+                )
+            return self._post("choose", method=method)
+        if step == "code":
+            if code is None and reply.get("method") == "totp":
+                raise SimGatewayError("the account asks for a TOTP code: pass code=")
+            return self._post("code", code=code or self.gateway.last_code())
+        if step == "push":
+            if approve and self.gateway.state()["push_pending"]:
+                self.gateway.approve_push()
+            time.sleep(0.2)
+            return self._post("push_status")
+        if step == "promo":
+            return self._post("promo_skip")
+        raise SimGatewayError(f"login refused at step {step}: {reply.get('message')}")
+
+
+class _quiet_tls:
+    """Silence urllib3's warning about the gateway's unverifiable certificate."""
+
+    def __enter__(self) -> None:
+        self._filters = warnings.catch_warnings()
+        self._filters.__enter__()
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._filters.__exit__(*exc_info)
 
 
 def _port_open(port: int) -> bool:

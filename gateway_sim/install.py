@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -92,8 +93,17 @@ def _populate(root: str, accounts_file: str | None, python: str) -> None:
             _write(os.path.join(root, ACCOUNTS), handle.read(), 0o600)
     else:
         _write(os.path.join(root, ACCOUNTS), DEFAULT_ACCOUNTS_YAML.encode(), 0o600)
-    write_default_keystore(os.path.join(root, KEYSTORE))
-    os.chmod(os.path.join(root, KEYSTORE), 0o644)
+    _write(os.path.join(root, KEYSTORE), _default_keystore(), 0o644)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_keystore() -> bytes:
+    """One self-signed keystore per process: IBKR ships the same one to everybody."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "vertx.jks")
+        write_default_keystore(path)
+        with open(path, "rb") as handle:
+            return handle.read()
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
@@ -102,6 +112,7 @@ def _write(path: str, data: bytes, mode: int) -> None:
     os.chmod(path, mode)
 
 
+@functools.lru_cache(maxsize=8)
 def _pythonpath_line(python: str) -> str:
     """Export PYTHONPATH only when python would not import this package by itself."""
     package_dir = os.path.dirname(os.path.abspath(__file__))
