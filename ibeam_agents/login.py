@@ -238,9 +238,11 @@ class LoginFlow:
         push_timeout: float = DEFAULT_PUSH_TIMEOUT,
         select_target: str | None = None,
         notify: Notify | None = None,
+        probe: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.page = page
+        self.probe = probe
         self.options = options
         self.credentials = credentials
         self.second_factor = second_factor
@@ -594,6 +596,10 @@ class LoginFlow:
         text = self._redact(snap.text("error"))
         if _START_OVER.search(text):
             self._fail(LoginTimeout(f"the login page asked to start over: {text!r}"))
+        if self.probe is not None:
+            # A page whose request failed says "ERROR" too: when the gateway is
+            # gone this raises a GatewayError, which spends nothing.
+            self.probe()
         if self.second_factor_used:
             self._fail(SecondFactorFailed(f"the second factor failed: {text!r}"))
         self._fail(LoginRefused(f"the login page refused the login: {text!r}"))
@@ -825,6 +831,7 @@ def perform_login(
             push_timeout=push_timeout,
             select_target=two_factor.select_target if two_factor else None,
             notify=notify,
+            probe=lambda: gateway_spki_hash(options.base_url),
         )
         try:
             return flow.run()

@@ -381,6 +381,16 @@ def test_flow_unknown_error_after_submit_spends_budget():
     assert page.dumps
 
 
+def test_flow_unknown_error_with_gateway_gone_is_not_budgeted():
+    def probe():
+        raise GatewayNotRunning("nothing listens")
+
+    flow, page = run([FORM, banner("ERROR", FORM)])
+    flow.probe = probe
+    with pytest.raises(GatewayNotRunning):
+        flow.run()
+
+
 def test_flow_start_over_banner_is_not_budgeted():
     text = "Your login session has expired. Please reload the page and log in again."
     flow, page = run([FORM, banner(text, FORM)])
