@@ -54,7 +54,10 @@ def test_cors_preflight_answers_204(sim):
     response = sim.request("OPTIONS", "/v1/api/tickle", headers=headers)
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.headers["Access-Control-Allow-Methods"] == "POST,GET,OPTIONS,DELETE,PUT"
+    assert (
+        response.headers["Access-Control-Allow-Methods"]
+        == "POST,GET,OPTIONS,DELETE,PUT"
+    )
 
 
 def test_state_a_everything_401_before_login(sim):
@@ -69,7 +72,10 @@ def test_state_a_everything_401_before_login(sim):
         ("POST", "/v1/api/logout"),
     ]:
         assert sim.request(method, route).status_code == 401, route
-    for route in ("/v1/api/iserver/reauthenticate", "/v1/portal/iserver/reauthenticate"):
+    for route in (
+        "/v1/api/iserver/reauthenticate",
+        "/v1/portal/iserver/reauthenticate",
+    ):
         response = sim.request("POST", route + "?force=true")
         assert response.json() == {"error": "not logged in"}
         assert response.headers["Content-Type"] == "application/json; charset=utf-8"
@@ -87,7 +93,14 @@ def test_login_leads_to_state_c_then_b(sim_factory):
     }
     gw.wait_for(lambda s: s["authenticated"])
     tickle = gw.request("POST", "/v1/api/tickle").json()
-    assert set(tickle) == {"session", "ssoExpires", "collission", "userId", "hmds", "iserver"}
+    assert set(tickle) == {
+        "session",
+        "ssoExpires",
+        "collission",
+        "userId",
+        "hmds",
+        "iserver",
+    }
     assert tickle["collission"] is False
     assert tickle["hmds"] == {"error": "no bridge"}
     status = tickle["iserver"]["authStatus"]
@@ -130,7 +143,11 @@ def test_logout_then_reauthenticate_restores_session(sim_factory):
     response = gw.request("POST", "/v1/api/logout")
     assert response.text == '{"status":true}'
     state = gw.state()
-    assert (state["sso"], state["authenticated"], state["connected"]) == (True, False, False)
+    assert (state["sso"], state["authenticated"], state["connected"]) == (
+        True,
+        False,
+        False,
+    )
     accounts = gw.request("GET", "/v1/api/iserver/accounts")
     assert accounts.status_code == 400
     assert accounts.json() == {"error": "Init session first", "statusCode": 400}
@@ -194,7 +211,9 @@ def test_ssodh_init_authenticates_after_logout(sim_factory):
     assert init.status_code == 200
     assert init.json()["authenticated"] is True
     assert gw.state()["ssodh_inits"] == 1
-    refused = gw.request("POST", "/v1/api/iserver/auth/ssodh/init", json={"publish": False})
+    refused = gw.request(
+        "POST", "/v1/api/iserver/auth/ssodh/init", json={"publish": False}
+    )
     assert refused.status_code == 500
 
 
