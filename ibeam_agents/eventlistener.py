@@ -53,5 +53,11 @@ def log(stream: TextIO, message: str) -> None:
     stream.flush()
 
 
+def _exit_quietly(signum, frame) -> None:
+    """supervisord stops the listener with SIGTERM at shutdown: that is a clean end."""
+    sys.exit(0)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_quietly)
     sys.exit(main())

@@ -61,12 +61,15 @@ ibeam_prepare_dirs
 ibeam_init
 
 conf="$PWD/supervisord.conf"
+# The port the gateway really listens on: an inputs conf.yaml may set another.
+gateway_port=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get("listenPort", 5000))' \
+	"$IBEAM_GATEWAY_DIR/root/conf.yaml")
 cat >&2 <<INFO
 
   The appliance is starting (supervisord in the foreground; Ctrl-C stops it).
   In another terminal:
     # the gateway, once the agent has logged it in
-    curl -k https://localhost:$IBEAM_GATEWAY_PORT/v1/api/one/user
+    curl -k https://localhost:$gateway_port/v1/api/one/user
     # the agent's view, and the simulator's
     curl localhost:$IBEAM_HEALTH_SERVER_PORT/status
     curl localhost:$GATEWAY_SIM_CONTROL_PORT/sim/state

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ibeam_agents import certs
 from tests.support.needs import require_binaries
 from tests.support.ports import free_port
 
@@ -171,27 +172,51 @@ def scratch() -> Iterator[Path]:
 
 
 @pytest.fixture
-def demo(scratch) -> Iterator[Appliance]:
-    """Start scripts/demo.sh (what `make demo` runs) on free ports in scratch."""
+def start_demo(scratch) -> Iterator[Callable[..., Appliance]]:
+    """Yield a function that starts scripts/demo.sh (what `make demo` runs) on free
+    ports in scratch, with extra environment; everything is stopped afterwards."""
     require_binaries("chromium", "chromedriver", "Xvfb")
-    marker = uuid.uuid4().hex
-    env = base_env(scratch / "run", marker)
-    env.update(IBEAM_DEMO_DIR=str(scratch), IBEAM_DEMO_DISPLAY=free_display())
-    log_path = scratch / "appliance.log"
-    with log_path.open("ab") as log_file:  # O_APPEND: shared by /dev/std*
-        process = subprocess.Popen(
-            [str(REPO / "scripts" / "demo.sh")],
-            cwd=REPO,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    appliance = Appliance(process=process, env=env, log_path=log_path, marker=marker)
+    started: list[Appliance] = []
+
+    def start(**extra: str) -> Appliance:
+        marker = uuid.uuid4().hex
+        env = base_env(scratch / "run", marker)
+        env.update(IBEAM_DEMO_DIR=str(scratch), IBEAM_DEMO_DISPLAY=free_display())
+        env.update(extra)
+        log_path = scratch / "appliance.log"
+        with log_path.open("ab") as log_file:  # O_APPEND: shared by /dev/std*
+            process = subprocess.Popen(
+                [str(REPO / "scripts" / "demo.sh")],
+                cwd=REPO,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(Appliance(process, env, log_path, marker))
+        return started[-1]
+
     try:
-        yield appliance
+        yield start
     finally:
-        stop_tree(process, marker)
+        for appliance in started:
+            stop_tree(appliance.process, appliance.marker)
+
+
+@pytest.fixture
+def demo(start_demo) -> Appliance:
+    """The demo as `make demo` starts it, on free ports."""
+    return start_demo()
+
+
+def wait_ready(appliance: Appliance) -> None:
+    """Wait for the agent's /readyz (the simulator authenticated, agent agrees)."""
+    wait_for(
+        lambda: http_status(f"http://127.0.0.1:{appliance.health_port}/readyz") == 200,
+        300,
+        "the agent's /readyz",
+        appliance,
+    )
 
 
 @pytest.mark.timeout(600)
@@ -297,3 +322,53 @@ def test_appliance_fatal_program_ends_supervisord(scratch):
     assert "is FATAL: shutting supervisord down" in log, log[-4000:]
     assert "gave up: gateway entered FATAL state" in log or "agent entered FATAL" in log
     assert marked_processes(marker) == []
+
+
+@pytest.mark.timeout(600)
+def test_appliance_serves_and_verifies_own_certificate(start_demo, scratch):
+    inputs = scratch / "inputs"
+    inputs.mkdir()
+    cert_pem, key_pem = certs.make_self_signed(["localhost"])
+    (inputs / "cert.pem").write_bytes(cert_pem)
+    (inputs / "key.pem").write_bytes(key_pem)
+    appliance = start_demo(IBEAM_INPUTS_DIR=str(inputs))
+    wait_ready(appliance)
+
+    context = ssl.create_default_context(cafile=str(inputs / "cert.pem"))
+    url = f"https://localhost:{appliance.gateway_port}/v1/api/one/user"
+    with urllib.request.urlopen(url, timeout=10, context=context) as response:
+        assert json.loads(response.read())["username"] == "demo"
+    agent_env = [
+        proc.environ()
+        for proc in marked_processes(appliance.marker)
+        if "ibeam_agents" in proc.cmdline()
+        and "eventlistener" not in " ".join(proc.cmdline())
+    ]
+    assert agent_env, "no agent process found"
+    ca_path = Path(agent_env[0]["IBEAM_GATEWAY_CA_CERT"])
+    assert ca_path.read_bytes() == cert_pem
+    assert "ibeam-keystore.p12" in appliance.log()
+
+
+@pytest.mark.timeout(600)
+def test_appliance_takes_conf_yaml_from_inputs(start_demo, scratch):
+    inputs = scratch / "inputs"
+    inputs.mkdir()
+    port = free_port()
+    (inputs / "conf.yaml").write_text(
+        f"listenPort: {port}\n"
+        "listenSsl: true\n"
+        "ips:\n"
+        "  allow: [127.0.0.1, 10.0.0.0/8]\n"
+        "  deny: [0.0.0.0/0]\n"
+    )
+    appliance = start_demo(IBEAM_INPUTS_DIR=str(inputs))
+    wait_ready(appliance)
+
+    user = get_json(f"https://localhost:{port}/v1/api/one/user")
+    assert user["username"] == "demo"
+    log = appliance.log()
+    assert f"conf.yaml from {inputs / 'conf.yaml'}" in log
+    assert "IBEAM_GATEWAY_PORT is ignored" in log
+    assert f"curl -k https://localhost:{port}/v1/api/one/user" in log
+    assert "10.0.0.0/8 written as 10.*" in log

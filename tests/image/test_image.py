@@ -196,6 +196,8 @@ def test_image_runs_everything_as_unprivileged_user(container):
     uid_line = next(line for line in pid1.splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1:] == ["1000"] * 4
     assert "supervisord" in container.exec("cat", "/proc/1/cmdline").stdout
+    health = container.exec("python", "/usr/local/lib/ibeam/healthcheck.py")
+    assert health.returncode == 0, health.stdout + health.stderr
 
 
 @pytest.mark.timeout(3000)
@@ -207,11 +209,13 @@ def test_image_declares_ports_volumes_and_healthcheck(built_image):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    config = json.loads(done.stdout)[0]["Config"]
+    image = json.loads(done.stdout)[0]
+    config = image["Config"]
     assert {"5000/tcp", "5001/tcp"} <= set(config["ExposedPorts"])
     assert {"/srv/inputs", "/srv/outputs"} <= set(config["Volumes"])
     assert config["User"] == "ibeam"
-    health = config.get("Healthcheck") or {}
+    # docker keeps it in Config, podman beside it
+    health = config.get("Healthcheck") or image.get("Healthcheck") or {}
     assert "healthcheck.py" in " ".join(health.get("Test", []))
     labels = config.get("Labels") or {}
     assert labels.get("org.opencontainers.image.title") == "ibeam-appliance"
