@@ -1,5 +1,6 @@
 # Shared shell functions of the scripts behind the Makefile; source it.
-# Functions: log, die, ensure_debian_packages, ensure_venv, container_engine.
+# Functions: log, die, ensure_debian_packages, ensure_python_build, ensure_venv,
+# container_engine.
 
 # Print one log line with time and a tag: log TAG message...
 log() {
@@ -31,17 +32,30 @@ ensure_debian_packages() {
 		"${missing[@]}" >/dev/null
 }
 
+# Make sure python3 can create a virtual environment and build a C extension
+# (pyjks needs twofish, published as source only).
+ensure_python_build() {
+	python3 -c 'import ensurepip' 2>/dev/null || ensure_debian_packages python3-venv
+	command -v gcc >/dev/null 2>&1 || ensure_debian_packages gcc libc6-dev
+	python3 -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+		ensure_debian_packages python3-dev
+}
+
 # Create .venv and install the project (with test extras) when it is not there.
 ensure_venv() {
 	local venv="${IBEAM_VENV:-$PWD/.venv}"
+	if [ -x "$venv/bin/python" ] &&
+		"$venv/bin/python" -c 'import ibeam_agents, gateway_sim, pytest' 2>/dev/null; then
+		return 0
+	fi
+	ensure_python_build
 	if [ ! -x "$venv/bin/python" ]; then
 		log deps "creating $venv"
 		python3 -m venv "$venv"
 	fi
-	if ! "$venv/bin/python" -c 'import ibeam_agents, gateway_sim, pytest' 2>/dev/null; then
-		log deps "installing the project into $venv"
-		"$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[test]'
-	fi
+	log deps "installing the project into $venv"
+	"$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[test]'
 }
 
 # Name the container engine: docker when its daemon answers, else podman.

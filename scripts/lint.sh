@@ -7,6 +7,8 @@ ensure_venv
 set -x
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+{ set +x; } 2>/dev/null
 for script in scripts/*.sh image/entrypoint.sh .ci/run; do
-	bash -n "$script"
+	bash -n "$script" || die "$script: syntax error"
 done
+log lint "shell syntax ok"
