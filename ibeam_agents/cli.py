@@ -185,7 +185,7 @@ def _one_call(args, settings) -> int:
             print(f"sso/validate: {'valid' if result and result.ok else 'not valid'}")
             return 0 if result and result.ok else 1
         status = api.tickle()
-        print(f"{status.kind.name}: {status.describe()}")
+        print(status.describe())
         if args.tickle:
             down = (StatusKind.NOT_RUNNING, StatusKind.UNREACHABLE)
             return 1 if status.kind in down else 0

@@ -334,7 +334,11 @@ class _TimedTransport(SupervisorTransport):
                 def connect():
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     sock.settimeout(timeout)
-                    sock.connect(path)
+                    try:
+                        sock.connect(path)
+                    except OSError:
+                        sock.close()
+                        raise
                     conn.sock = sock
 
                 conn.connect = connect

@@ -140,7 +140,8 @@ class AgentProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
-        kill_gateways(self.sim.root)
+        # A gateway the test itself started (the harness's) is the test's to stop.
+        kill_gateways(self.sim.root, keep=self.sim.pid if self.sim.running() else None)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -199,8 +200,11 @@ def gateway_processes(root: Path) -> list[psutil.Process]:
     return found
 
 
-def kill_gateways(root: Path) -> None:
+def kill_gateways(root: Path, keep: int | None = None) -> None:
+    """Kill every simulator process of root but keep (a pid)."""
     for proc in gateway_processes(root):
+        if proc.pid == keep:
+            continue
         with contextlib.suppress(psutil.Error):
             proc.kill()
             proc.wait(5)
