@@ -158,7 +158,12 @@ class SimGateway:
         return self
 
     def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
-        """Block until the control API answers and the gateway port accepts."""
+        """Block until the control API answers and the gateway port accepts.
+
+        A gateway that could not listen (busy port, bad keystore) stays up
+        serving nothing, as the real one does: this returns as soon as the
+        control API answers, and state()["listening"] is False.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -166,7 +171,7 @@ class SimGateway:
                 raise SimGatewayError(
                     f"simulator exited with {status}: {self.console()[-2000:]}"
                 )
-            if self._control_up() and _port_open(self.port):
+            if self._control_up() and (_port_open(self.port) or not self._listening()):
                 return
             time.sleep(0.05)
         raise SimGatewayError(
@@ -179,6 +184,12 @@ class SimGateway:
         except requests.RequestException:
             return False
         return True
+
+    def _listening(self) -> bool:
+        try:
+            return bool(self.state()["listening"])
+        except SimGatewayError:
+            return True
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

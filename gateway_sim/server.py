@@ -482,12 +482,14 @@ class GatewayServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request, client_address) -> None:
         if self.context is not None:
+            request.settimeout(10)
+            request = self.context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
             try:
-                request.settimeout(10)
-                request = self.context.wrap_socket(request, server_side=True)
+                request.do_handshake()
             except (OSError, ssl.SSLError):
-                # Plain HTTP or a failed handshake: close without a reply.
-                request.close()
+                _close_quietly(request)
                 return
         super().process_request_thread(request, client_address)
 
@@ -496,6 +498,23 @@ class GatewayServer(ThreadingHTTPServer):
         if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
+
+
+def _close_quietly(connection: ssl.SSLSocket) -> None:
+    """End a failed handshake the way the real gateway does: FIN, no reply.
+
+    Closing with the client's bytes still unread would send a reset; shut the
+    write side, drain what is left, then close.
+    """
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(1)
+        while connection.recv(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    finally:
+        connection.close()
 
 
 def banner(conf: gateway_conf.GatewayConf, port: int, tls: bool) -> list[str]:
@@ -597,6 +616,8 @@ def run(command: Command) -> int:
     time.sleep(delay_ms / 1000.0)
     print("\n".join(banner(conf, port, tls)), flush=True)
 
+    # Listen first: once the control API answers, the outcome is known.
+    _listen(app, port, tls)
     try:
         control.serve(app, control_port)
     except OSError as exc:
@@ -608,7 +629,6 @@ def run(command: Command) -> int:
         )
         return 1
     threading.Thread(target=_ticker, args=(app,), name="ticker", daemon=True).start()
-    _listen(app, port, tls)
     app.stopping.wait()
     return 0
 
