@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Selenium logs every command with its payload at DEBUG, typed passwords and
+# codes included: keep it quiet whatever level the agent runs at.
+logging.getLogger("selenium").setLevel(logging.WARNING)
+
 WINDOW_SIZE = (1280, 1024)
 VERSION_TIMEOUT = 20.0
 CERT_TIMEOUT = 10.0
