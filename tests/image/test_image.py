@@ -3,16 +3,20 @@ run it as a user would (env file, published ports) and stop it."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import io
 import json
 import os
 import ssl
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,34 +86,48 @@ class Container:
 
 
 @pytest.fixture
-def container(built_image, tmp_path) -> Iterator[Container]:
-    """Run the image detached with an env file and ports published on 127.0.0.1."""
+def start_container(built_image, tmp_path) -> Iterator:
+    """Yield a function that runs an image detached, with an env file and ports
+    published on 127.0.0.1; every container is removed afterwards."""
     env_file = tmp_path / "env.list"
     env_file.write_text(ENV_FILE)
-    box = Container(
-        engine=built_image,
-        name=f"ibeam-test-{uuid.uuid4().hex[:10]}",
-        gateway_port=free_port(),
-        health_port=free_port(),
-    )
-    started = box.run(
-        "run",
-        "-d",
-        "--name",
-        box.name,
-        "--env-file",
-        str(env_file),
-        "-p",
-        f"127.0.0.1:{box.gateway_port}:5000",
-        "-p",
-        f"127.0.0.1:{box.health_port}:5001",
-        IMAGE,
-    )
-    assert started.returncode == 0, started.stderr
+    boxes: list[Container] = []
+
+    def start(image: str = IMAGE) -> Container:
+        box = Container(
+            engine=built_image,
+            name=f"ibeam-test-{uuid.uuid4().hex[:10]}",
+            gateway_port=free_port(),
+            health_port=free_port(),
+        )
+        boxes.append(box)
+        started = box.run(
+            "run",
+            "-d",
+            "--name",
+            box.name,
+            "--env-file",
+            str(env_file),
+            "-p",
+            f"127.0.0.1:{box.gateway_port}:5000",
+            "-p",
+            f"127.0.0.1:{box.health_port}:5001",
+            image,
+        )
+        assert started.returncode == 0, started.stderr
+        return box
+
     try:
-        yield box
+        yield start
     finally:
-        box.run("rm", "-f", "-t", "0", box.name)
+        for box in boxes:
+            box.run("rm", "-f", "-t", "0", box.name)
+
+
+@pytest.fixture
+def container(start_container) -> Container:
+    """The simulator image, running."""
+    return start_container()
 
 
 def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -237,3 +255,98 @@ def test_image_refuses_bad_setting_with_one_line(built_image, tmp_path):
         "cannot reach the gateway (404 Access Denied): add 127.0.0.1 to "
         "IBEAM_GATEWAY_ALLOW"
     )
+
+
+def zip_gateway_from(engine: str, image: str) -> bytes:
+    """Zip an image's /srv/clientportal.gw the way IBKR ships clientportal.gw.zip."""
+    created = subprocess.run(
+        [engine, "create", image], capture_output=True, text=True, timeout=120
+    )
+    assert created.returncode == 0, created.stderr
+    cid = created.stdout.strip()
+    try:
+        tar = subprocess.run(
+            [engine, "cp", f"{cid}:/srv/clientportal.gw", "-"],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    finally:
+        subprocess.run([engine, "rm", cid], capture_output=True, timeout=120)
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(tar)) as archive,
+        zipfile.ZipFile(buffer, "w") as zipped,
+    ):
+        for member in archive.getmembers():
+            if member.isfile():
+                zipped.writestr(member.name, archive.extractfile(member).read())
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def zip_server() -> Iterator:
+    """Yield a function that serves bytes on 127.0.0.1 and returns their URL."""
+    servers = []
+
+    def serve(body: bytes) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/clientportal.gw.zip"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(3000)
+def test_image_ibkr_target_installs_gateway_zip(
+    built_image, start_container, zip_server
+):
+    # `make build` downloads IBKR's zip; here a zip of the simulator's gateway
+    # directory stands in for it, served on 127.0.0.1 (the build shares the
+    # host's network for that).
+    body = zip_gateway_from(built_image, IMAGE)
+    url = zip_server(body)
+    tag = "ibeam-appliance:test-ibkr"
+    done = subprocess.run(
+        [
+            str(REPO / "scripts" / "build.sh"),
+            "ibkr",
+            tag,
+            "--network",
+            "host",
+            "--build-arg",
+            f"GATEWAY_URL={url}",
+            "--build-arg",
+            f"GATEWAY_SHA256={hashlib.sha256(body).hexdigest()}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    try:
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        box = start_container(tag)
+        wait_ready(box)
+        owner = box.exec("stat", "-c", "%U", "/srv/clientportal.gw/bin/run.sh")
+        assert owner.stdout.strip() == "ibeam"
+        status, body = http_get(f"https://127.0.0.1:{box.gateway_port}/v1/api/one/user")
+        assert status == 200, body
+    finally:
+        subprocess.run(
+            [built_image, "rmi", "-f", tag], capture_output=True, timeout=300
+        )
