@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import json
 import logging
 import os
 import re
@@ -31,19 +33,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    JavascriptException,
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
 
 from ibeam_agents.errors import (
     BrowserUnavailable,
     GatewayNotRunning,
     GatewayUnreachable,
+)
+from ibeam_agents.selectors import (
+    MARK_SCRIPT,
+    PAGE_SCRIPT,
+    PageSnapshot,
+    parse_snapshot,
+    script_spec,
 )
 
 if TYPE_CHECKING:
@@ -543,10 +562,6 @@ for (const node of nodes) {
 
 def redact(text: str, secrets: list[str]) -> str:
     """Replace every secret, raw or in its usual encodings, with a marker."""
-    import html
-    import json
-    from urllib.parse import quote, quote_plus
-
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         forms = {
             secret,
@@ -573,23 +588,27 @@ class SeleniumPage:
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
+        self._refused: set[str] = set()
 
     def open(self, url: str) -> None:
         self.driver.get(url)
 
-    def read(self, chains: Any) -> Any:
-        from ibeam_agents.selectors import PAGE_SCRIPT, parse_snapshot, script_spec
-
-        raw = self.driver.execute_script(PAGE_SCRIPT, script_spec(chains))
+    def read(self, chains: Any) -> PageSnapshot:
+        try:
+            raw = self.driver.execute_script(PAGE_SCRIPT, script_spec(chains))
+        except (JavascriptException, StaleElementReferenceException) as err:
+            # The document went away under the script (a navigation): treat
+            # it as loading; the next poll reads the new page.
+            log.debug("login page: read during a page change: %s", err.msg)
+            return PageSnapshot(ready_state="loading")
         snapshot = parse_snapshot(raw or {}, chains)
-        for entry in snapshot.invalid:
+        for entry in set(snapshot.invalid) - self._refused:
+            self._refused.add(entry)
             log.warning("login page: the page refused the locator %s", entry)
         return snapshot
 
-    def wait_for(self, predicate: Any, chains: Any, timeout: float) -> Any:
+    def wait_for(self, predicate: Any, chains: Any, timeout: float) -> PageSnapshot:
         """Poll the page until predicate(snapshot) holds or timeout; return the last."""
-        from selenium.webdriver.support.wait import WebDriverWait
-
         latest = [None]
 
         def changed(_driver: Any) -> bool:
@@ -599,16 +618,12 @@ class SeleniumPage:
         try:
             WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(changed)
         except WebDriverException as err:
-            from selenium.common.exceptions import TimeoutException
-
             if not isinstance(err, TimeoutException) or latest[0] is None:
                 raise
         return latest[0]
 
     def mark(self) -> tuple[str, int]:
-        document, mutations = self.driver.execute_script(
-            "return [window.__ibeamDoc || '', window.__ibeamMutations || 0];"
-        )
+        document, mutations = self.driver.execute_script(MARK_SCRIPT)
         return str(document), int(mutations)
 
     def type_exact(self, element: Any, text: str) -> bool:
@@ -627,11 +642,6 @@ class SeleniumPage:
         return element.get_property("value") == text
 
     def click(self, element: Any) -> None:
-        from selenium.common.exceptions import (
-            ElementClickInterceptedException,
-            ElementNotInteractableException,
-        )
-
         try:
             element.click()
         except (ElementClickInterceptedException, ElementNotInteractableException):
@@ -641,13 +651,9 @@ class SeleniumPage:
         self.driver.execute_script("arguments[0].click();", element)
 
     def press_enter(self, element: Any) -> None:
-        from selenium.webdriver.common.keys import Keys
-
         element.send_keys(Keys.ENTER)
 
     def select(self, element: Any, index: int) -> None:
-        from selenium.webdriver.support.select import Select
-
         Select(element).select_by_index(index)
 
     def form_submit_button(self, element: Any) -> Any:

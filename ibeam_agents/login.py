@@ -42,6 +42,7 @@ from ibeam_agents.errors import (
     AccountLocked,
     BrowserUnavailable,
     BudgetedLoginError,
+    ConfigError,
     CredentialsRejected,
     GatewayNotRunning,
     GatewayUnreachable,
@@ -76,7 +77,6 @@ log = logging.getLogger(__name__)
 
 Notify = Callable[[str, str], None]
 
-POLL_INTERVAL = 0.1
 # Longest a handler goes without being asked again, so deadlines are kept.
 WAKE_INTERVAL = 1.0
 TRADING_MODES = ("live", "paper")
@@ -671,7 +671,11 @@ class LoginFlow:
         if source is None:
             raise self._no_source("a security code")
         if not source.needs_code:
-            source.code(CodeContext())  # raises with the reason
+            raise SecondFactorUnavailable(
+                f"the login page asks for a security code but the {source.kind} "
+                "source gives none; choose a code source, or set "
+                "IBEAM_TWO_FA_SELECT_TARGET to the push method"
+            )
         if self.code_attempts and not self.retry_code:
             if not self._reacted(snap):
                 return self._stall("no answer came after the code was submitted")
@@ -773,8 +777,6 @@ class LoginFlow:
 
 
 def _check_options(options: LoginOptions) -> None:
-    from ibeam_agents.errors import ConfigError
-
     if options.trading_mode not in TRADING_MODES:
         raise ConfigError(
             f"IBEAM_TRADING_MODE must be live or paper, got {options.trading_mode!r}"
