@@ -22,9 +22,11 @@ def env(monkeypatch, tmp_path):
             monkeypatch.delenv(name)
     monkeypatch.setenv("IBEAM_GATEWAY_DIR", str(tmp_path / "gw"))
     monkeypatch.setenv("IBEAM_OUTPUTS_DIR", str(tmp_path / "out"))
+    root = logging.getLogger()
+    level = root.level
     yield monkeypatch
     logs.forget_secrets()
-    root = logging.getLogger()
+    root.setLevel(level)
     for handler in [h for h in root.handlers if isinstance(h, logs._FlushingHandler)]:
         root.removeHandler(handler)
 

@@ -84,6 +84,7 @@ def test_watcher_ready_tickles_every_interval_and_logs_nothing(make_rig, caplog)
     rig = _started(make_rig(), K.AUTHENTICATED, running=True)
     rig.until_state(S.READY)
     before = rig.api.calls.count("tickle")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="ibeam_agents.watcher"):
         start = rig.clock.now
         rig.run(10)
