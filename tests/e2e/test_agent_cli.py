@@ -10,10 +10,18 @@ import sys
 import pytest
 
 from gateway_sim.harness import SimGateway
-from tests.support.agent import REPO, AgentProcess, gateway_processes, kill_gateways
+from tests.support.agent import (
+    REPO,
+    AgentProcess,
+    browser_guard,
+    gateway_processes,
+    kill_gateways,
+)
 from tests.support.needs import require_binaries
 
 pytestmark = pytest.mark.e2e
+
+no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 
 
 @pytest.fixture

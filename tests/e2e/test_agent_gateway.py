@@ -12,9 +12,16 @@ import pytest
 from gateway_sim.harness import SimGateway
 from ibeam_agents.errors import ConfigError, PortInUse
 from ibeam_agents.gateway import StandaloneGateway
-from tests.support.agent import AgentProcess, gateway_processes, kill_gateways
+from tests.support.agent import (
+    AgentProcess,
+    browser_guard,
+    gateway_processes,
+    kill_gateways,
+)
 
 pytestmark = pytest.mark.e2e
+
+no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 
 
 @pytest.fixture

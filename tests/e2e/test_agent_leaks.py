@@ -8,10 +8,12 @@ import psutil
 import pytest
 
 from gateway_sim.harness import SimGateway
-from tests.support.agent import AgentProcess, kill_gateways
+from tests.support.agent import AgentProcess, browser_guard, kill_gateways
 from tests.support.needs import require_binaries
 
 pytestmark = pytest.mark.e2e
+
+no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 
 
 def _usage(pid: int) -> tuple[int, int, int]:

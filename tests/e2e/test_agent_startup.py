@@ -11,6 +11,7 @@ import pytest
 from gateway_sim.harness import SimGateway
 from tests.support.agent import (
     AgentProcess,
+    browser_guard,
     gateway_processes,
     kill_gateways,
     session_leftovers,
@@ -18,6 +19,8 @@ from tests.support.agent import (
 from tests.support.needs import require_binaries
 
 pytestmark = pytest.mark.e2e
+
+no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 
 
 @pytest.fixture

@@ -15,10 +15,17 @@ import pytest
 from gateway_sim.harness import SimGateway
 from ibeam_agents.errors import ConfigError, SupervisorError
 from ibeam_agents.gateway import SupervisorGateway
-from tests.support.agent import AgentProcess, kill_gateways, session_leftovers
+from tests.support.agent import (
+    AgentProcess,
+    browser_guard,
+    kill_gateways,
+    session_leftovers,
+)
 from tests.support.needs import require_binaries
 
 pytestmark = pytest.mark.e2e
+
+no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 
 SUPERVISORD = Path(sys.executable).with_name("supervisord")
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from tests.support import procs
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,3 +228,14 @@ def session_leftovers(session_id: int) -> list[str]:
         except OSError:
             continue
     return left
+
+
+def browser_guard():
+    """Fixture body: fail a test that leaves a browser, driver or Xvfb behind.
+
+    Use as ``no_browser_left = pytest.fixture(autouse=True)(browser_guard)``;
+    the agent inherits the tracking token from the environment it is given.
+    """
+    with procs.tracking() as snap:
+        yield
+    procs.assert_none_left(snap)
