@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -28,9 +29,10 @@ from urllib.parse import urlsplit
 from . import conf as gateway_conf
 from . import control, login
 from .accounts import AccountsError, default_accounts, load_accounts
+from .bodies import Reply, json_reply
 from .faults import FaultError
 from .pacing import Pacer
-from .session import Reply, Simulator, json_reply
+from .session import Simulator
 from .tls import KeystoreError, server_context
 
 MAIN_CLASS = "ibgroup.web.core.clientportal.gw.GatewayStart"
@@ -460,8 +462,6 @@ class GatewayHandler(BaseHTTPRequestHandler):
 
 
 def _error_reply(status: int) -> Reply:
-    from http import HTTPStatus
-
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:

@@ -23,50 +23,22 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from . import bodies
 from . import faults as fault_knobs
 from .accounts import Account
+from .bodies import (
+    HARDWARE_INFO,
+    INIT_FIRST,
+    MAC,
+    NO_SESSION_BODY,
+    SERVER_INFO,
+    UNAUTHORIZED,
+    Reply,
+    json_reply,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
-MAC = "98:F2:B3:23:BF:A0"
-HARDWARE_INFO = "3b0679ee|98:F2:B3:23:BF:A0"
-SERVER_INFO = {
-    "serverName": "JifN19053",
-    "serverVersion": "Build 10.25.0p, Dec 5, 2023 5:48:12 PM",
-}
-INIT_FIRST = {"error": "Init session first", "statusCode": 400}
-NO_SESSION_BODY = '{"error":"no session"}'
 MAX_ROUTE_KEYS = 256
-MAX_FLOWS = 64
-
-
-@dataclass
-class Reply:
-    """What a route answers: status, body (JSON object, text or bytes), type."""
-
-    status: int
-    body: Any = b""
-    content_type: str | None = None
-
-    def payload(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode()
-        return json.dumps(self.body, separators=(",", ":")).encode()
-
-    def media_type(self) -> str | None:
-        if self.content_type is not None:
-            return self.content_type
-        if isinstance(self.body, (dict, list)):
-            return "application/json;charset=utf-8"
-        return None
-
-
-def json_reply(body: Any, status: int = 200) -> Reply:
-    return Reply(status, body, "application/json;charset=utf-8")
-
-
-UNAUTHORIZED = Reply(401)
 
 
 @dataclass
@@ -406,7 +378,7 @@ class Simulator:
                     "lastAccessed": now_ms,
                     "LOGIN_TYPE": 2 if account.paper else 1,
                     "PAPER_USER_NAME": account.user,
-                    "features": _features(),
+                    "features": bodies.features(),
                     "region": "NJ",
                 }
             )
@@ -473,7 +445,7 @@ class Simulator:
                     "islite": False,
                     "ismaster": False,
                     "accounts": [account.account_id],
-                    "features": _features(),
+                    "features": bodies.features(),
                 }
             )
 
@@ -494,7 +466,9 @@ class Simulator:
             if self.competing:
                 return json_reply({})
             assert self.sso is not None
-            return json_reply(_iserver_accounts_body(self.sso))
+            return json_reply(
+                bodies.iserver_accounts(self.sso.account, self.sso.session_id)
+            )
 
     def iserver_other(self) -> Reply:
         with self.lock:
@@ -507,7 +481,7 @@ class Simulator:
         with self.lock:
             if self.sso is None:
                 return self._no_sso()
-            return json_reply([_portfolio_account(self.sso.account)])
+            return json_reply([bodies.portfolio_account(self.sso.account)])
 
     def other_api(self) -> Reply:
         with self.lock:
@@ -649,78 +623,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _features() -> dict[str, Any]:
-    return {
-        "env": "PROD",
-        "wlms": True,
-        "realtime": True,
-        "bond": True,
-        "optionChains": True,
-        "calendar": True,
-        "newMf": True,
-    }
-
-
-def _iserver_accounts_body(sso: Sso) -> dict[str, Any]:
-    account_id = sso.account.account_id
-    return {
-        "accounts": [account_id],
-        "acctProps": {
-            account_id: {
-                "hasChildAccounts": False,
-                "supportsCashQty": True,
-                "noFXConv": False,
-                "isProp": False,
-                "supportsFractions": True,
-                "allowCustomerTime": False,
-            }
-        },
-        "aliases": {account_id: account_id},
-        "allowFeatures": {
-            "showGFIS": True,
-            "allowCrypto": False,
-            "allowTypeAhead": True,
-        },
-        "chartPeriods": {"STK": ["*"]},
-        "groups": [],
-        "profiles": [],
-        "selectedAccount": account_id,
-        "serverInfo": dict(SERVER_INFO),
-        "sessionId": sso.session_id[:7] + "." + sso.session_id[7:15],
-        "isFT": False,
-        "isPaper": sso.account.paper,
-    }
-
-
-def _portfolio_account(account: Account) -> dict[str, Any]:
-    account_id = account.account_id
-    return {
-        "id": account_id,
-        "accountId": account_id,
-        "accountVan": account_id,
-        "accountTitle": account.user,
-        "displayName": account_id,
-        "accountAlias": None,
-        "accountStatus": 1678852800000,
-        "currency": "USD",
-        "type": "DEMO" if account.paper else "INDIVIDUAL",
-        "tradingType": "STKNOPT",
-        "businessType": "INDEPENDENT",
-        "ibEntity": "IBLLC-US",
-        "faclient": False,
-        "clearingStatus": "O",
-        "covestor": False,
-        "noClientTrading": False,
-        "trackVirtualFXPortfolio": False,
-        "parent": {
-            "mmc": [],
-            "accountId": "",
-            "isMParent": False,
-            "isMChild": False,
-            "isMultiplex": False,
-        },
-        "desc": account_id,
-        "brokerageAccess": True,
-    }

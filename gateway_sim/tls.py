@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
+import ipaddress
 import os
 import ssl
 import tempfile
+import textwrap
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,8 +61,6 @@ def make_certificate(
 
 
 def _san(hosts: tuple[str, ...]) -> x509.SubjectAlternativeName:
-    import ipaddress
-
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -129,6 +130,7 @@ def _read_pkcs12(data: bytes, password: str) -> tuple[bytes, bytes]:
 
 
 def _read_jks(data: bytes, password: str) -> tuple[bytes, bytes]:
+    # pyjks (and its ciphers) only when a JKS file is met: it costs memory.
     import jks
 
     try:
@@ -147,9 +149,6 @@ def _read_jks(data: bytes, password: str) -> tuple[bytes, bytes]:
 
 
 def _pem(label: str, der: bytes) -> bytes:
-    import base64
-    import textwrap
-
     body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
     return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
 

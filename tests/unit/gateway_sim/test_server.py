@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway_sim.bodies import Reply
 from gateway_sim.conf import GatewayConf
 from gateway_sim.server import MAIN_CLASS, UsageError, banner, main, parse_command
-from gateway_sim.session import Reply
 
 RUN_SH_ARGS = [
     "-server",

@@ -6,7 +6,8 @@ import datetime
 import json
 from zoneinfo import ZoneInfo
 
-from gateway_sim.session import MAC, last_reset_boundary
+from gateway_sim.bodies import MAC
+from gateway_sim.session import last_reset_boundary
 
 NEW_YORK = ZoneInfo("America/New_York")
 
