@@ -13,6 +13,9 @@ import sys
 import pytest
 
 from bench import REPO
+from bench.figures import ColdStart, Idle, KeeperRound, Recovery
+from bench.probe import Floor
+from bench.report import BenchResult, build_rows, render_table
 from bench.venv import VenvError, ensure_ibeam
 from tests.support import procs
 from tests.support.needs import require, require_binaries
@@ -94,3 +97,65 @@ def test_bench_rejects_bad_option_with_one_line():
     assert done.returncode == 2
     assert done.stderr.strip() == "bench: --rounds must be at least 1: got 0"
     assert done.stdout == ""
+
+
+def _round(keeper: str, cold: float, recovery: float, rss: float, validate: float):
+    per_minute = {"total": 6 + validate, "tickle": 6.0, "validate": validate}
+    return KeeperRound(
+        keeper,
+        1,
+        cold=ColdStart(cold, 1.0, 1.5, 2.0, 3.0),
+        idle=Idle(60.0, rss, 0.5, 0, per_minute, 2.0),
+        recoveries={
+            fault: Recovery(fault, recovery, 5.0, recovery - 5.0, None, 0)
+            for fault in ("expire", "compete")
+        },
+    )
+
+
+def _result(rounds: list[KeeperRound]) -> BenchResult:
+    floor = Floor(listen_s=0.5, auth_delay_s=3.0, page_s=0.1, faults={})
+    return BenchResult(
+        rounds=rounds,
+        floors=[floor],
+        interval=10.0,
+        idle_s=60.0,
+        round_count=1,
+        quick=True,
+        machine={},
+        loads=[],
+        started="",
+        finished="",
+        notes=[],
+    )
+
+
+def test_bench_table_judges_goals_from_the_medians():
+    rows = build_rows(
+        _result(
+            [
+                _round("ours", 5.0, 6.0, 40.0, 0.0),
+                _round("IBeam", 18.0, 15.0, 100.0, 6.0),
+            ]
+        )
+    )
+    by_label = {row.label: row for row in rows}
+    cold = by_label["Cold start to ready (s)"]
+    assert cold.floor == pytest.approx(3.6)
+    assert cold.met is True and "1.39×" in cold.goal
+    expired = by_label["Recovery, SSO session expired (s)"]
+    assert expired.met is False and "missed (0.40)" in expired.goal
+    memory = next(row for row in rows if row.label.startswith("Idle memory"))
+    assert memory.met is True
+    validate = next(row for row in rows if "sso/validate" in row.label)
+    assert validate.met is True and validate.goal.endswith("IBeam over")
+    table = render_table(rows)
+    assert table.count("\n") == len(rows) + 1
+
+
+def test_bench_table_shows_missing_figures_as_not_available():
+    rows = build_rows(_result([_round("ours", 5.0, 6.0, 40.0, 0.0)]))
+    cold = rows[0]
+    assert cold.ibeam is None and cold.met is None
+    assert "no data" in cold.goal
+    assert "| n/a |" in render_table(rows)
