@@ -126,3 +126,34 @@ def test_agent_restarts_a_crashed_gateway_it_started(tmp_path):
             assert "NOT_RUNNING" in agent.log() or "STARTING" in agent.log()
     finally:
         kill_gateways(gw.root)
+
+
+def test_agent_fresh_login_fixes_a_session_reauthenticate_cannot(sim, ready_agent):
+    # S19 case A: reauthenticate never helps; logout and a fresh login do.
+    sim.faults(never_authenticate="until_relogin")
+    sim.drop()
+    _not_ready_then_ready(ready_agent, timeout=120)
+    state = sim.state()
+    assert state["login_successes"] == 2
+    assert state["reauthentications"] >= 2
+    log = ready_agent.log()
+    assert "logging out for a full login" in log
+
+
+def test_agent_session_that_never_authenticates_ends_in_an_alert(tmp_path):
+    # S19 case B: nothing helps; the ladder ends at the budget, not in a loop.
+    require_binaries("chromium", "chromedriver", "Xvfb")
+    faults = {"auth_delay_ms": 300, "never_authenticate": "always"}
+    gw = SimGateway(tmp_path / "gw", faults=faults).install()
+    env = {"IBEAM_AUTH_SETTLE_TIMEOUT": "3", "IBEAM_REAUTHENTICATE_ATTEMPTS": "1"}
+    try:
+        with AgentProcess(gw, tmp_path, env=env) as agent:
+            halted = agent.wait_state("HALTED", timeout=240)
+            assert halted["failures"]["by_class"]["NeverAuthenticated"] == 3
+            assert halted["failures"]["budget"]["spent"] == 3
+            assert "reset-failures" in halted["alert"]
+            metrics = agent.get("/metrics")[1].decode()
+            assert 'ibeam_gateway_restarts_total{reason="recovery"} 1.0' in metrics
+            assert agent.get("/livez")[0] == 503
+    finally:
+        kill_gateways(gw.root)
