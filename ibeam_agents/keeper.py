@@ -179,6 +179,7 @@ class GatewayClient:
     def maintain(self, *, maintain_only: bool = False, health: bool = True) -> int:
         """Run the watcher (and the health server) until a signal; the exit code."""
         log.info("%s", self.describe())
+        log.debug("settings: %s", self.settings.describe())
         if health and self.settings.health_server_port:
             self._health = start_health_server(
                 self.settings.health_server_host,

@@ -856,7 +856,9 @@ class Watcher:
         self._reason = (
             f"not authenticated {settle:g} s after {origin}: {status.describe()}"
         )
-        if status.kind is StatusKind.NO_SESSION and origin != "login":
+        if status.kind is StatusKind.NO_SESSION:
+            if origin == "login":
+                return self._back_off("the login left no session")
             return self._login_or_halt()
         if status.kind in (StatusKind.TRANSIENT, StatusKind.UNREACHABLE):
             return self._degraded(status)

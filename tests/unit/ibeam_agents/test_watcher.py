@@ -483,3 +483,14 @@ def test_watcher_status_snapshot_shape(make_rig):
         assert key in snap
     assert snap["next_action"] == "tickle"
     assert snap["status"]["kind"] == "AUTHENTICATED"
+
+
+def test_watcher_login_without_session_backs_off_before_the_next(make_rig):
+    rig = _started(make_rig(), K.NO_SESSION, running=True)
+    rig.login.outcomes = ["no-change", "ok"]
+    rig.until_state(S.BACKING_OFF)
+    assert rig.login.calls == 1
+    assert rig.budget.spent == 1
+    rig.until_state(S.READY)
+    assert rig.login.calls == 2
+    assert rig.budget.spent == 0
