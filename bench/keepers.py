@@ -13,11 +13,13 @@ keeper's process tree or session.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +205,7 @@ class KeeperProcess:
                 # `chromium --version` (a keeper's pre-flight check) is no browser.
                 if "--version" in proc.cmdline():
                     continue
-                started = proc.create_time()
+                started = start_time(proc)
                 if started >= since:
                     starts.append(started)
         return min(starts) if starts else None
@@ -262,6 +264,22 @@ class KeeperProcess:
                 elif proc.environ().get(TOKEN_VAR) == self.token:
                     found.append(proc)
         return found
+
+
+@functools.cache
+def _boot_time() -> float:
+    """Boot time in epoch seconds, to the 10 ms of /proc/uptime.
+
+    psutil adds the kernel's btime, a whole second, to a process's start
+    ticks; its start times can then be up to a second off time.time().
+    """
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime
+
+
+def start_time(proc: psutil.Process) -> float:
+    """When proc started, in epoch seconds comparable with time.time()."""
+    return proc.create_time() - psutil.boot_time() + _boot_time()
 
 
 def is_browser(name: str) -> bool:

@@ -68,6 +68,20 @@ def _cold_lines(result: BenchResult, rows: list[Row]) -> list[str]:
             f"{_s(getattr(browser, pick))}, login {_s(getattr(login, pick))}, "
             f"usable {_s(getattr(after, pick))} after the login."
         )
+    for name, pick in ((OURS, "ours"), (IBEAM, "ibeam")):
+        gap = _gap(getattr(browser, pick), getattr(up, pick))
+        if gap is None:
+            continue
+        if gap < 0:
+            lines.append(
+                f"{name} starts its browser {-gap:.2f} s before the gateway listens "
+                "(browser start overlaps the gateway's boot)."
+            )
+        else:
+            lines.append(
+                f"{name} starts its browser {gap:.2f} s after the gateway listens "
+                "(browser start follows the gateway's boot)."
+            )
     if floor is not None:
         lines.append(
             f"The floor is the simulator's own start ({floor.listen_s:.2f} s to "
@@ -81,6 +95,12 @@ def _cold_lines(result: BenchResult, rows: list[Row]) -> list[str]:
         "before it submits the form (default settings)."
     )
     return lines
+
+
+def _gap(later: float | None, earlier: float | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return later - earlier
 
 
 def _recovery_lines(result: BenchResult, rows: list[Row]) -> list[str]:
