@@ -15,17 +15,18 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import requests
-import urllib3
+import requests.adapters
 import yaml
 
 from .install import ACCOUNTS, CONF, install
+from .tls import KeystoreError, read_keystore
 
 DEFAULT_START_TIMEOUT = 20.0
 
@@ -65,7 +66,7 @@ class SimGateway:
         self.process: subprocess.Popen | None = None
         self.console_path = self.root / "logs" / "console.log"
         self._http = requests.Session()
-        self._gateway_http = requests.Session()
+        self._gateway_http: requests.Session | None = None
 
     # ----- layout ----------------------------------------------------------
 
@@ -208,7 +209,9 @@ class SimGateway:
         # Anything the group left behind (there should be nothing) goes too.
         _signal_group(self.process.pid, signal.SIGKILL)
         self._http.close()
-        self._gateway_http.close()
+        if self._gateway_http is not None:
+            self._gateway_http.close()
+            self._gateway_http = None
         return self.process.returncode
 
     def console(self) -> str:
@@ -282,13 +285,40 @@ class SimGateway:
             return None
         return self.process.wait(10)
 
+    def gateway_session(self) -> requests.Session:
+        """A requests session that trusts this gateway's own certificate.
+
+        The certificate is pinned (read from the keystore in conf.yaml) and its
+        name is not checked: IBKR's has none that matches localhost. So there
+        is no "unverified request" warning and nothing global is changed,
+        which keeps it safe to use from several threads.
+        """
+        if self._gateway_http is None:
+            session = requests.Session()
+            session.mount("https://", _PinnedAdapter(self._certificate_pem()))
+            self._gateway_http = session
+        return self._gateway_http
+
+    def _certificate_pem(self) -> str:
+        conf = yaml.safe_load(self.conf_path.read_text()) or {}
+        name = str(conf.get("sslCert", "vertx.jks"))
+        path = next(
+            (p for p in (self.root / name, self.root / "root" / name) if p.is_file()),
+            self.root / name,
+        )
+        try:
+            _, chain = read_keystore(str(path), str(conf.get("sslPwd", "mywebapi")))
+        except KeystoreError as exc:
+            raise SimGatewayError(
+                f"cannot read the gateway's keystore {path}: {exc}"
+            ) from exc
+        return chain.decode()
+
     def request(self, method: str, route: str, **kwargs: Any) -> requests.Response:
-        """One request to the gateway port (certificate not verified)."""
+        """One request to the gateway port (its own certificate is trusted)."""
         kwargs.setdefault("timeout", 10)
-        kwargs.setdefault("verify", False)
         kwargs.setdefault("allow_redirects", False)
-        with _quiet_tls():
-            return self._gateway_http.request(method, self.base_url + route, **kwargs)
+        return self.gateway_session().request(method, self.base_url + route, **kwargs)
 
     def http_login(
         self, user: str = "demo", password: str = "demo", **options: Any
@@ -328,9 +358,9 @@ class HttpLogin:
     def __init__(self, gateway: SimGateway, timeout: float = 30.0):
         self.gateway = gateway
         self.timeout = timeout
-        # verify=False goes on each request: a session-wide False loses to
-        # REQUESTS_CA_BUNDLE when that is set.
         self.session = requests.Session()
+        if gateway.tls:
+            self.session.mount("https://", _PinnedAdapter(gateway._certificate_pem()))
         self.steps: list[str] = []
 
     def run(
@@ -344,24 +374,21 @@ class HttpLogin:
         approve: bool = True,
     ) -> str:
         """Log in; return the Dispatcher page text or raise SimGatewayError."""
-        with _quiet_tls():
-            self.session.get(
-                self.gateway.base_url + LOGIN_ROUTE, timeout=self.timeout, verify=False
-            )
-            reply = self._post("login", username=user, password=password, paper=paper)
-            deadline = time.monotonic() + self.timeout
-            while reply["step"] != "success":
-                if time.monotonic() > deadline:
-                    raise SimGatewayError(f"login stuck at step {reply['step']}")
-                reply = self._next(reply, method, code, approve)
-            url = self.gateway.base_url + reply["location"]
-            page = self.session.get(url, timeout=10, verify=False)
+        self.session.get(self.gateway.base_url + LOGIN_ROUTE, timeout=self.timeout)
+        reply = self._post("login", username=user, password=password, paper=paper)
+        deadline = time.monotonic() + self.timeout
+        while reply["step"] != "success":
+            if time.monotonic() > deadline:
+                raise SimGatewayError(f"login stuck at step {reply['step']}")
+            reply = self._next(reply, method, code, approve)
+        url = self.gateway.base_url + reply["location"]
+        page = self.session.get(url, timeout=10)
         return page.text
 
     def _post(self, action: str, **fields: Any) -> dict[str, Any]:
         url = self.gateway.base_url + "/sso/Authenticator"
         body = {"action": action, **fields}
-        response = self.session.post(url, json=body, timeout=30, verify=False)
+        response = self.session.post(url, json=body, timeout=30)
         reply = response.json()
         self.steps.append(reply["step"])
         return reply
@@ -388,16 +415,19 @@ class HttpLogin:
         raise SimGatewayError(f"login refused at step {step}: {reply.get('message')}")
 
 
-class _quiet_tls:
-    """Silence urllib3's warning about the gateway's unverifiable certificate."""
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Trust exactly the given certificate, whatever host name it carries."""
 
-    def __enter__(self) -> None:
-        self._filters = warnings.catch_warnings()
-        self._filters.__enter__()
-        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+    def __init__(self, certificate_pem: str):
+        self._certificate_pem = certificate_pem
+        super().__init__()
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self._filters.__exit__(*exc_info)
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        context = ssl.create_default_context(cadata=self._certificate_pem)
+        context.check_hostname = False
+        kwargs["ssl_context"] = context
+        kwargs["assert_hostname"] = False
+        super().init_poolmanager(*args, **kwargs)
 
 
 def _port_open(port: int) -> bool:
