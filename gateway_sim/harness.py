@@ -11,6 +11,7 @@ in a process group of its own, so `stop()` takes everything with it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ from .install import ACCOUNTS, CONF, install
 from .tls import KeystoreError, read_keystore
 
 DEFAULT_START_TIMEOUT = 20.0
+PORT_ATTEMPTS = 4
+CONTROL_BUSY = "control API port"
 
 
 class SimGatewayError(RuntimeError):
@@ -36,10 +39,27 @@ class SimGatewayError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on at the moment of the call."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on 127.0.0.1 and on ::1 at the moment of the call.
+
+    Clients resolve "localhost" to ::1 first: a port taken there by another
+    program (chromedriver binds both) would catch them.
+    """
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if _free_on_ipv6_loopback(port):
+            return port
+    raise SimGatewayError("no TCP port is free on both 127.0.0.1 and ::1")
+
+
+def _free_on_ipv6_loopback(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", port))
+    except OSError as exc:
+        return exc.errno != errno.EADDRINUSE
+    return True
 
 
 class SimGateway:
@@ -57,11 +77,17 @@ class SimGateway:
         startup_delay_ms: int = 0,
     ):
         self.root = Path(root_dir).resolve()
+        overrides = dict(conf_overrides or {})
+        port = port or overrides.pop("listenPort", None)
+        # Ports picked here may be taken by someone else before the gateway
+        # binds them: start() then moves to other ones.
+        self._pick_port = port is None
+        self._pick_control_port = control_port is None
         self.port = port or free_port()
         self.control_port = control_port or free_port()
         self.accounts = accounts
         self.initial_faults = dict(faults or {})
-        self.conf_overrides = dict(conf_overrides or {})
+        self.conf_overrides = overrides
         self.startup_delay_ms = startup_delay_ms
         self.process: subprocess.Popen | None = None
         self.console_path = self.root / "logs" / "console.log"
@@ -73,18 +99,20 @@ class SimGateway:
     def install(self) -> SimGateway:
         """Lay out the gateway directory, then apply port, conf and accounts."""
         install(str(self.root), force=True)
-        conf_path = self.root / CONF
-        conf = yaml.safe_load(conf_path.read_text())
+        self._write_conf()
+        if self.accounts is not None:
+            self.write_accounts(self.accounts)
+        return self
+
+    def _write_conf(self) -> None:
+        conf = yaml.safe_load(self.conf_path.read_text())
         conf["listenPort"] = self.port
         for key, value in self.conf_overrides.items():
             if value is None:
                 conf.pop(key, None)
             else:
                 conf[key] = value
-        conf_path.write_text(yaml.safe_dump(conf, sort_keys=False))
-        if self.accounts is not None:
-            self.write_accounts(self.accounts)
-        return self
+        self.conf_path.write_text(yaml.safe_dump(conf, sort_keys=False))
 
     def write_accounts(self, accounts: list[dict[str, Any]]) -> None:
         """Replace sim/accounts.yaml (read when the gateway starts)."""
@@ -143,6 +171,32 @@ class SimGateway:
             raise SimGatewayError(
                 f"simulator in {self.root} is already running (pid {self.pid})"
             )
+        for _ in range(PORT_ATTEMPTS - 1):
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_ready(timeout)
+            except SimGatewayError:
+                if not (self._pick_control_port and CONTROL_BUSY in self.console()):
+                    raise
+                self.control_port = free_port()
+                continue
+            if not self._pick_port or self._owns_port():
+                return self
+            self.stop()
+            self.port = free_port()
+            self._write_conf()
+        self._spawn()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def _owns_port(self) -> bool:
+        """Whether the gateway listens on its port and nobody else holds ::1."""
+        return self._listening() and _free_on_ipv6_loopback(self.port)
+
+    def _spawn(self) -> None:
         self.console_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.console_path, "ab") as console:
             self.process = subprocess.Popen(
@@ -154,9 +208,6 @@ class SimGateway:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if wait:
-            self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
         """Block until the control API answers and the gateway port accepts.
@@ -206,8 +257,6 @@ class SimGateway:
             except subprocess.TimeoutExpired:
                 _signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
-        # Anything the group left behind (there should be nothing) goes too.
-        _signal_group(self.process.pid, signal.SIGKILL)
         self._http.close()
         if self._gateway_http is not None:
             self._gateway_http.close()

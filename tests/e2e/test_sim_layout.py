@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -255,3 +256,23 @@ def test_sigterm_stops_the_gateway(sim):
     process = psutil.Process(sim.pid)
     process.terminate()
     assert process.wait(10) == -signal.SIGTERM
+
+
+def test_harness_moves_off_a_port_taken_on_ipv6_loopback(tmp_path, monkeypatch):
+    import gateway_sim.harness as harness
+
+    taken = free_port()
+    squatter = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    squatter.bind(("::1", taken))
+    squatter.listen()
+    ports = iter([taken])
+    monkeypatch.setattr(harness, "free_port", lambda: next(ports, None) or free_port())
+    gw = SimGateway(tmp_path / "gw").install()
+    try:
+        assert gw.port == taken
+        gw.start()
+        assert gw.port != taken
+        assert gw.request("GET", "/clear").text == "cleared"
+    finally:
+        gw.stop()
+        squatter.close()
