@@ -103,6 +103,7 @@ class Simulator:
             self.hang_until = 0.0
             self.counters: Counter[str] = Counter()
             self.password_sha256: list[str] = []
+            self.session_ids: list[str] = []
             self.requests: Counter[str] = Counter()
             self.streaks: dict[str, int] = {}
             self.locked: set[str] = set()
@@ -290,6 +291,9 @@ class Simulator:
                 auth_time_ms=int(self.now() * 1000),
             )
             self.sso.expires = self._capped(m + self.faults["sso_ttl_s"])
+            # Kept so that a test can search its captured output for every id
+            # the gateway handed out (the security sweep); bounded.
+            self.session_ids = [*self.session_ids, self.sso.session_id][-64:]
             self.gone_style = None
             self.ever_logged_in = True
             self.reauth_blocked = False
@@ -579,6 +583,7 @@ class Simulator:
                 "codes_sent": c["codes_sent"],
                 "codes_received": c["codes_received"],
                 "password_sha256": list(self.password_sha256),
+                "session_ids": list(self.session_ids),
                 "logouts": c["logouts"],
                 "reauthentications": c["reauthentications"],
                 "ssodh_inits": c["ssodh_inits"],

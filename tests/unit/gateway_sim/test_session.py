@@ -242,3 +242,13 @@ def test_reset_keeps_accounts(make_sim, clock):
         5,
     )
     assert "demo" in sim.accounts
+
+
+def test_state_lists_every_session_id_handed_out(make_sim, clock):
+    sim = logged_in(make_sim, clock)
+    first = body(sim.tickle())["session"]
+    sim.complete_login(sim.accounts["demo"])
+    second = sim.sso.session_id
+    assert sim.state()["session_ids"] == [first, second]
+    sim.reset()
+    assert sim.state()["session_ids"] == []
