@@ -4,8 +4,13 @@ A secret comes from its variable (``IBEAM_PASSWORD``), from a file named by its
 ``_FILE`` twin (Docker and Kubernetes secrets), or, when neither is set and stdin
 is a terminal, from a hidden prompt.  With ``IBEAM_KEY`` the password is a
 Fernet token and is decrypted here.  Values are taken byte for byte: docker's
-``--env-file`` keeps quotes as part of the value, so a value wrapped in quotes
-gets a warning (never showing the value) but is used as it is.
+``--env-file`` keeps quotes as part of the value, so a value wrapped in quotes,
+or one with white space at either end, gets a warning (never showing the value)
+but is used as it is.
+
+Once read from this process's own environment, secret values are removed from
+it, so that no program the agent starts later (Chromium, chromedriver, Xvfb, a
+second-factor command) inherits them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +31,17 @@ from ibeam_agents.errors import ConfigError, MissingCredentialError
 log = logging.getLogger(__name__)
 
 _warned_quotes: set[str] = set()
+
+#: variables whose value is a secret (their _FILE twins only hold a path)
+SECRET_VARIABLES = (
+    "IBEAM_ACCOUNT",
+    "IBEAM_PASSWORD",
+    "IBEAM_KEY",
+    "IBEAM_TOTP_SECRET",
+    "IBEAM_PYOTP_SECRET",
+    "IBEAM_EXTERNAL_REQUEST_HEADERS",
+    "IBEAM_KEYSTORE_PASSWORD",
+)
 
 
 @dataclass(frozen=True)
@@ -45,16 +61,40 @@ def _strip_line_end(value: str) -> str:
 
 
 def _warn_if_quoted(name: str, value: str) -> None:
-    """Warn once per variable when a value looks wrapped in quotes (S12)."""
+    """Warn once per variable when a value looks wrapped in quotes or padded (S12)."""
     quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'"
-    if not quoted or name in _warned_quotes:
+    padded = value != value.strip()
+    if not (quoted or padded) or name in _warned_quotes:
         return
     _warned_quotes.add(name)
-    log.warning(
-        "%s starts and ends with a quote; env files are read literally, so the "
-        "quotes are part of the value. Remove them unless they belong to it.",
-        name,
-    )
+    if quoted:
+        log.warning(
+            "%s starts and ends with a quote; env files are read literally, so "
+            "the quotes are part of the value. Remove them unless they belong to "
+            "it (docs/settings.md, Env files and quoting).",
+            name,
+        )
+    else:
+        log.warning(
+            "%s starts or ends with white space, which is kept as part of the "
+            "value; remove it unless it belongs there.",
+            name,
+        )
+
+
+def scrub_environment(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Remove secret values from environ (this process's environment by default).
+
+    Child processes inherit the environment; the agent reads its secrets once
+    and keeps them in memory, so none of its children needs them.  Returns the
+    names removed.  /proc/<pid>/environ of the agent itself still shows what it
+    was started with: secret files (``_FILE``) avoid that.
+    """
+    environ = os.environ if environ is None else environ
+    removed = [name for name in SECRET_VARIABLES if name in environ]
+    for name in removed:
+        del environ[name]
+    return removed
 
 
 def read_secret(
@@ -176,8 +216,11 @@ def load_credentials(
 ) -> Credentials:
     """Read account and password from the environment, files or a prompt.
 
-    interactive: None means "when stdin is a terminal".
+    interactive: None means "when stdin is a terminal".  When reading this
+    process's own environment, the secret variables are removed from it
+    afterwards (`scrub_environment`); load the settings first.
     """
+    own = environ is None or environ is os.environ
     environ = os.environ if environ is None else environ
     file_source = environ.get("IBEAM_SECRETS_SOURCE", "env").strip().lower() == "fs"
     account = read_secret(environ, "IBEAM_ACCOUNT", file_source=file_source)
@@ -194,4 +237,6 @@ def load_credentials(
         password = _ask("IBEAM_PASSWORD", "IBKR password", prompt, interactive)
     elif key:
         password = decrypt_password(password, key)
+    if own:
+        scrub_environment()
     return Credentials(account=account, password=password)

@@ -153,3 +153,30 @@ def test_credentials_quoted_value_warns_once_without_value(caplog):
 def test_credentials_loaded_secrets_are_redacted_in_logs():
     load_credentials({"IBEAM_ACCOUNT": "someuser", "IBEAM_PASSWORD": HOSTILE})
     assert logs.redact(f"typed {HOSTILE} for someuser") == "typed *** for ***"
+
+
+def test_credentials_padded_value_warns_and_is_kept(caplog):
+    env = {"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD": "padded-secret "}
+    with caplog.at_level(logging.WARNING):
+        got = load_credentials(env)
+    assert got.password == "padded-secret "
+    assert "white space" in caplog.text and "IBEAM_PASSWORD" in caplog.text
+    assert "padded-secret" not in caplog.text
+
+
+def test_credentials_from_own_environment_are_scrubbed(monkeypatch):
+    monkeypatch.setenv("IBEAM_ACCOUNT", "user1")
+    monkeypatch.setenv("IBEAM_PASSWORD", HOSTILE)
+    monkeypatch.setenv("IBEAM_TOTP_SECRET", "JBSWY3DPEHPK3PXP")
+    monkeypatch.setenv("IBEAM_GATEWAY_DIR", "/srv/gw")
+    got = load_credentials(interactive=False)
+    assert got == Credentials("user1", HOSTILE)
+    for name in ("IBEAM_ACCOUNT", "IBEAM_PASSWORD", "IBEAM_TOTP_SECRET"):
+        assert name not in creds.os.environ
+    assert creds.os.environ["IBEAM_GATEWAY_DIR"] == "/srv/gw"
+
+
+def test_credentials_from_a_given_mapping_leave_it_alone():
+    env = {"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD": "pw-123"}
+    load_credentials(env)
+    assert env == {"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD": "pw-123"}
