@@ -25,7 +25,9 @@ def _login_type(sim) -> int:
     return reply.json()["LOGIN_TYPE"]
 
 
-@pytest.mark.parametrize(("mode", "user"), [("paper", "paperuser"), ("live", "liveuser")])
+@pytest.mark.parametrize(
+    ("mode", "user"), [("paper", "paperuser"), ("live", "liveuser")]
+)
 def test_s05_configured_mode_is_set_and_kept(tmp_path, mode, user):
     """S05: with IBEAM_TRADING_MODE `paper` (and, separately, `live`) the switch
     is set to that mode before the password goes in, the login succeeds at the

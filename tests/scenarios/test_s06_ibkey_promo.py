@@ -17,7 +17,11 @@ def test_s06_ibkey_promotion_skipped_at_once(tmp_path, page):
     """S06: after a correct password the IB Key promotion (which would move on by
     itself after two minutes) is recognised as a known step and its skip control
     is clicked at once, on the current page and on the older one."""
-    faults = {"login_page": page, "ibkey_promo": True, "ibkey_promo_auto_continue_s": 120}
+    faults = {
+        "login_page": page,
+        "ibkey_promo": True,
+        "ibkey_promo_auto_continue_s": 120,
+    }
     with scenario_sim(tmp_path, **faults) as sim:
         with agent_for(sim, tmp_path, "liveuser") as agent:
             agent.wait_ready(90)  # well under the promotion's own 120 s
