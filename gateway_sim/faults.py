@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 LOGIN_PAGES = ("current", "legacy", "names_only", "two_step", "unrecognised")
-CODE_VARIANTS = ("silver", "bronze", "gold", "temp")
+CODE_VARIANTS = ("silver", "bronze", "gold", "temp", "platinum")
 NEVER_AUTH = ("off", "until_relogin", "always")
 EXPIRE_STYLES = ("no_session", "401")
 ERROR_SCOPES = ("api", "all")
@@ -95,6 +95,7 @@ KNOBS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "totp_latency_ms": (0, _integer(0)),
     "lockout_after": (5, _integer(1)),
     "spurious_bad_password": (0, _integer(0)),
+    "reject_next_codes": (0, _integer(0)),
     "auth_delay_ms": (None, _integer(0, nullable=True)),
     "never_authenticate": ("off", _choice(*NEVER_AUTH)),
     "reauth_refused": (False, _flag),

@@ -219,6 +219,9 @@ def _code(sim: Simulator, flow: Flow, code: str) -> dict[str, Any]:
     with sim.lock:
         if flow.stage != "code":
             return _error(FLOW_LOST)
+        if good and sim.faults["reject_next_codes"] > 0:
+            sim.faults["reject_next_codes"] -= 1
+            good = False
         if not good:
             sim.counters["second_factor_failures"] += 1
             return _error(BAD_CODE, "code_error")
