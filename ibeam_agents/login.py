@@ -708,7 +708,11 @@ class LoginFlow:
         self.code_attempts += 1
         self.retry_code = False
         log.info(
-            "second factor: %s code submitted (%s)", source.kind, box.locator.value
+            "second factor: %s code submitted into %s (found by %s locator %s)",
+            source.kind,
+            box.ident or "the code input",
+            box.locator.origin,
+            box.locator,
         )
         return self._acted()
 

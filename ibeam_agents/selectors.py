@@ -236,6 +236,7 @@ class Found:
     value_len: int = 0  # inputs: how many characters they hold
     checked: bool | None = None
     options: tuple[tuple[str, str], ...] = ()  # selects: (text, value)
+    ident: str = ""  # what the element is called on the page: #id, tag[name=...]
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,12 @@ function shown(el) {
 function textOf(el) {
   return ((el.innerText || el.textContent || '') + '').trim().slice(0, 500);
 }
+function identOf(el) {
+  const name = el.getAttribute('name');
+  const tag = el.tagName.toLowerCase();
+  if (el.id) return '#' + el.id;
+  return name ? tag + '[name=' + name + ']' : tag;
+}
 function find(how, value) {
   switch (how) {
     case 'ID':
@@ -325,7 +332,8 @@ for (const [key, needShown, needText, locators] of specs) {
     for (const el of els) {
       if (needShown && !shown(el)) continue;
       const tag = el.tagName;
-      const item = {i: i, el: el, text: tag === 'INPUT' ? '' : textOf(el)};
+      const item = {i: i, el: el, text: tag === 'INPUT' ? '' : textOf(el),
+                    ident: identOf(el)};
       if (needText && !item.text) continue;
       if (tag === 'INPUT' || tag === 'TEXTAREA') {
         item.len = (el.value || '').length;
@@ -377,6 +385,7 @@ def parse_snapshot(
             value_len=int(item.get("len") or 0),
             checked=item.get("checked"),
             options=options,
+            ident=str(item.get("ident") or ""),
         )
     return PageSnapshot(
         found=found,

@@ -155,7 +155,7 @@ def test_parse_snapshot_maps_index_to_locator():
     chains = build_chains({}, "ok")
     raw = {
         "found": {
-            "user_name": {"i": 2, "el": "E1", "text": "", "len": 4},
+            "user_name": {"i": 2, "el": "E1", "text": "", "len": 4, "ident": "#u"},
             "method_picker": {
                 "i": 0,
                 "el": "E2",
@@ -174,6 +174,8 @@ def test_parse_snapshot_maps_index_to_locator():
     snap = parse_snapshot(raw, chains)
     assert snap.get("user_name").locator == chains["user_name"][2]
     assert snap.get("user_name").value_len == 4
+    assert snap.get("user_name").ident == "#u"
+    assert snap.get("mode_checkbox").ident == ""
     assert snap.get("method_picker").options == (
         ("Select Type", ""),
         ("IB Key", "5.2a"),
