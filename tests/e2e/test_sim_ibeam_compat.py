@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ VENV = REPO / ".cache" / f"ibeam-{IBEAM_VERSION}"
 # IBeam's Chromium always uses DevTools port 9222: two IBeam runs at once (the
 # benchmarks run it too) would talk to each other's browser. Take turns.
 RUN_LOCK = REPO / ".cache" / f"ibeam-{IBEAM_VERSION}.lock"
+DEVTOOLS_PORT = 9222
 SECRET = "JBSWY3DPEHPK3PXP"
 READY_TIMEOUT = 150
 
@@ -112,6 +114,7 @@ def running_ibeam(
     """Run IBeam in a process group of its own; kill the group and its browser after."""
     with open(RUN_LOCK, "w") as lock, procs.tracking() as snap:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        wait_devtools_port_free()
         env = {**env, procs.TOKEN_VAR: os.environ[procs.TOKEN_VAR]}
         with open(log, "wb") as output:
             process = subprocess.Popen(
@@ -127,6 +130,27 @@ def running_ibeam(
         finally:
             stop_group(process)
     procs.assert_none_left(snap, (*procs.BROWSER_NAMES, "python", "bash"))
+
+
+def wait_devtools_port_free(timeout: float = 180) -> None:
+    """Wait until no browser holds port 9222 (an IBeam run that skipped the lock)."""
+    deadline = time.monotonic() + timeout
+    while _listening_on(DEVTOOLS_PORT):
+        if time.monotonic() > deadline:
+            require(
+                False,
+                f"port {DEVTOOLS_PORT} stays taken: IBeam would drive that browser",
+            )
+        time.sleep(1)
+
+
+def _listening_on(port: int) -> bool:
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            if probe.connect_ex((host, port)) == 0:
+                return True
+    return False
 
 
 def stop_group(process: subprocess.Popen) -> None:
@@ -177,7 +201,10 @@ def test_ibeam_logs_in_and_turns_ready(ibeam_python, tmp_path):
         state = gw.state()
         assert (state["authenticated"], state["competing"]) == (True, False)
         assert (state["login_successes"], state["login_failures"]) == (1, 0)
-        assert state["requests"].get("/v1/api/iserver/auth/ssodh/init") == 1
+        # IBeam posts ssodh/init once it has seen the session authenticated.
+        assert (
+            gw.wait_for(lambda s: s["ssodh_inits"] >= 1, timeout=30)["ssodh_inits"] == 1
+        )
     assert 'Webpage displayed "Client login succeeds"' in log.read_text()
     assert procs.matching(gw.process_match) == []
 
