@@ -14,7 +14,10 @@ recognise, timeouts and environment errors never do.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -272,6 +275,7 @@ class LoginFlow:
         self.rejected: set[str] = set()
         self.push_seen_at: float | None = None
         self.second_factor_used: str | None = None
+        self.missing_source: str | None = None  # what the page asked for, unanswered
         self.deadline = self.started + (
             options.page_load_timeout + push_timeout + 10 * options.step_timeout + 60
         )
@@ -621,6 +625,7 @@ class LoginFlow:
     # -- second factor
 
     def _no_source(self, asked: str) -> SecondFactorUnavailable:
+        self.missing_source = asked
         return SecondFactorUnavailable(
             f"the login page asks for {asked} but IBEAM_TWO_FA_HANDLER is not set; "
             "configure TOTP, COMMAND, EXTERNAL_REQUEST, IBKEY_PUSH or CUSTOM_HANDLER"
@@ -777,6 +782,82 @@ class LoginFlow:
             log.warning("login page: notify(%s) failed: %s", event, err)
 
 
+# --- what the page asked for last time ---------------------------------------
+
+
+class SecondFactorMemo:
+    """Remembers, in the outputs dir, that an account needs a second factor.
+
+    A login that meets a code page or a method picker with no source configured
+    has already cost the account one code.  The memo lets every later attempt,
+    in this process or after a restart, refuse before the browser starts, so an
+    account without a code source gets one code at most, not one per retry.
+    Entries are keyed by a hash of the account name and removed by the next
+    successful login.
+    """
+
+    FILE_NAME = "second-factor.json"
+
+    def __init__(self, outputs_dir: Path) -> None:
+        self.path = Path(outputs_dir) / self.FILE_NAME
+
+    @staticmethod
+    def _key(account: str) -> str:
+        return hashlib.sha256(account.encode("utf-8")).hexdigest()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, data: dict[str, Any]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not data:
+                self.path.unlink(missing_ok=True)
+                return
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            log.warning("login: cannot write %s: %s", self.path, err)
+
+    def needed(self, account: str) -> dict[str, Any] | None:
+        """What the page asked this account for when no source was configured."""
+        entry = self._load().get(self._key(account))
+        return entry if isinstance(entry, dict) else None
+
+    def remember(self, account: str, asked: str) -> None:
+        data = self._load()
+        data[self._key(account)] = {
+            "asked": asked,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self._save(data)
+
+    def forget(self, account: str) -> None:
+        data = self._load()
+        if data.pop(self._key(account), None) is not None:
+            self._save(data)
+
+    def refuse_if_needed(self, account: str) -> None:
+        """Raise SecondFactorUnavailable when the last login showed a need."""
+        entry = self.needed(account)
+        if entry is None:
+            return
+        raise SecondFactorUnavailable(
+            f"the login page asked for {entry.get('asked', 'a second factor')} at "
+            f"{entry.get('at', 'the last login')} and IBEAM_TWO_FA_HANDLER is still "
+            "not set, so no login is tried (each would send a new code); configure "
+            "a second-factor source, or delete "
+            f"{self.path} if the account no longer has one"
+        )
+
+
 # --- entry point ------------------------------------------------------------
 
 
@@ -816,6 +897,9 @@ def perform_login(
     """
     _check_options(options)
     second_factor = make_second_factor(two_factor)
+    memo = SecondFactorMemo(options.outputs_dir)
+    if second_factor is None:
+        memo.refuse_if_needed(credentials.account)
     chains = build_chains(
         {
             "user_name": options.user_name_el,
@@ -840,6 +924,12 @@ def perform_login(
             probe=lambda: gateway_spki_hash(options.base_url),
         )
         try:
-            return flow.run()
+            result = flow.run()
         except WebDriverException as err:
             raise _map_webdriver_error(err) from err
+        except SecondFactorUnavailable:
+            if flow.missing_source is not None:
+                memo.remember(credentials.account, flow.missing_source)
+            raise
+    memo.forget(credentials.account)
+    return result
