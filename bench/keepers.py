@@ -101,6 +101,10 @@ def settings_notes(interval: float) -> list[str]:
         "Both: TMPDIR points into the round's directory (IBeam's Chromium profile "
         "is $TMPDIR/ibeam-chrome-default, shared by every IBeam on the machine "
         "otherwise); DISPLAY is unset, so each keeper starts its own Xvfb.",
+        "IBeam's Chromium always opens DevTools port 9222, so two IBeams on one "
+        "machine drive each other's browser: each IBeam round waits for the "
+        "machine-wide turn (.cache/ibeam-0.5.12.lock, shared with the simulator's "
+        "IBeam test) and for port 9222 to be free, before its clock starts.",
     ]
 
 

@@ -51,7 +51,31 @@ def load_average() -> str:
 
 
 def git_revision() -> str:
-    return _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    """HEAD, and whether the code under test differs from it."""
+    head = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    try:
+        done = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain",
+                "--",
+                "ibeam_agents",
+                "gateway_sim",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return head
+    changed = sorted({line[3:].split("/")[0] for line in done.stdout.splitlines()})
+    if changed:
+        return f"{head} + uncommitted changes in {', '.join(changed)}"
+    return head
 
 
 def describe(ibeam_python: Path | None) -> dict[str, str]:

@@ -2,7 +2,10 @@
 
 The venv lives in `.cache/ibeam-0.5.12` at the repository root, the place the
 simulator's IBeam compatibility test uses too, so that one download serves
-both.  A lock file keeps two runs from building it at the same time.
+both.  Two lock files are shared with that test: `ibeam-0.5.12.install.lock`
+while the venv is built, `ibeam-0.5.12.lock` while an IBeam runs (IBeam's
+Chromium always takes DevTools port 9222, so two IBeams at once would drive
+each other's browser).
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +25,9 @@ from bench import IBEAM_VERSION, REPO
 log = logging.getLogger(__name__)
 
 DEFAULT_VENV = REPO / ".cache" / f"ibeam-{IBEAM_VERSION}"
+RUN_LOCK = DEFAULT_VENV.parent / f"ibeam-{IBEAM_VERSION}.lock"
+DEVTOOLS_PORT = 9222
+PORT_WAIT = 180.0
 PIP_TIMEOUT = 600
 PROBE = "import ibeam, selenium; print(ibeam.__version__)"
 
@@ -51,7 +59,8 @@ def installed_version(venv: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on path for the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -65,9 +74,11 @@ def ensure_ibeam(venv: Path = DEFAULT_VENV) -> Path:
     """Return the venv's python, building the venv first when needed."""
     if installed_version(venv) == IBEAM_VERSION:
         return python_of(venv)
-    with _locked(venv.parent / f"{venv.name}.lock"):
+    with locked(venv.parent / f"{venv.name}.install.lock"):
         if installed_version(venv) != IBEAM_VERSION:
             _build(venv)
+            # The marker the simulator's IBeam test looks for before installing.
+            (venv / ".installed").write_text(IBEAM_VERSION)
     found = installed_version(venv)
     if found != IBEAM_VERSION:
         raise VenvError(
@@ -109,3 +120,27 @@ def _build(venv: Path) -> None:
             raise VenvError(
                 f"building {venv} failed ({' '.join(command[:4])}): " + " | ".join(tail)
             )
+
+
+@contextlib.contextmanager
+def ibeam_turn() -> Iterator[None]:
+    """Take the machine-wide turn to run IBeam, once port 9222 is free."""
+    with locked(RUN_LOCK):
+        deadline = time.monotonic() + PORT_WAIT
+        while _port_taken(DEVTOOLS_PORT):
+            if time.monotonic() > deadline:
+                raise VenvError(
+                    f"port {DEVTOOLS_PORT} stays taken: IBeam's Chromium would "
+                    "attach to that browser; stop whatever holds it"
+                )
+            time.sleep(1)
+        yield
+
+
+def _port_taken(port: int) -> bool:
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            if probe.connect_ex((host, port)) == 0:
+                return True
+    return False
