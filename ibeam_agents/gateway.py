@@ -15,7 +15,10 @@ does not care which one it has.
   not listen.
 
 Readiness is known only by connecting: the gateway prints its banner before it
-listens and never says when it does.
+listens and never says when it does.  Two ports are involved and may differ:
+the one the agent connects to (from its URL; a proxy may sit in between) and
+the ``listenPort`` of the gateway's own conf.yaml, which is the one another
+program can steal (`foreign_listener`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import IO, Protocol
 from urllib.parse import urlsplit
 
 import psutil
+import yaml
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from ibeam_agents.errors import (
@@ -103,6 +107,37 @@ def _listeners(port: int) -> list[int | None]:
     ]
 
 
+def _foreign(port: int, ours: set[int]) -> str | None:
+    """Who listens on port, when it is none of the pids in ours; else None."""
+    for pid in _listeners(port):
+        if pid is None or pid not in ours:
+            return _describe(pid)
+    return None
+
+
+def _tree_pids(pid: int | None) -> set[int]:
+    """pid and all its descendants (empty when pid is None or gone)."""
+    if pid is None:
+        return set()
+    found = {pid}
+    with contextlib.suppress(psutil.Error):
+        found.update(child.pid for child in psutil.Process(pid).children(True))
+    return found
+
+
+def conf_listen_port(gateway_dir: Path | str) -> int | None:
+    """listenPort of gateway_dir/root/conf.yaml, or None when it cannot be read."""
+    conf = Path(gateway_dir) / "root" / "conf.yaml"
+    try:
+        data = yaml.safe_load(conf.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, yaml.YAMLError):
+        return None
+    port = data.get("listenPort") if isinstance(data, dict) else None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return None
+    return port
+
+
 def _describe(pid: int | None) -> str:
     if pid is None:
         return "another process (its pid is hidden from this user)"
@@ -123,6 +158,7 @@ class StandaloneGateway:
         process_match: str,
         port: int,
         host: str = "127.0.0.1",
+        listen_port: int | None = None,
         startup_timeout: float = 20.0,
         console_log: Path | None = None,
         stop_grace: float = STOP_GRACE,
@@ -133,6 +169,7 @@ class StandaloneGateway:
         self.process_match = process_match
         self.port = port
         self.host = host
+        self.listen_port = listen_port or port
         self.startup_timeout = startup_timeout
         self.console_log = console_log
         self.stop_grace = stop_grace
@@ -176,16 +213,11 @@ class StandaloneGateway:
         return port_answers(self.host, self.port)
 
     def foreign_listener(self) -> str | None:
-        """Who holds the port, when it is not a gateway process; else None."""
-        ours = set()
+        """Who holds the listen port, when it is not a gateway process; else None."""
+        ours: set[int] = set()
         for proc in self.processes():
-            ours.add(proc.pid)
-            with contextlib.suppress(psutil.Error):
-                ours.update(c.pid for c in proc.children(recursive=True))
-        for pid in _listeners(self.port):
-            if pid is None or pid not in ours:
-                return _describe(pid)
-        return None
+            ours |= _tree_pids(proc.pid)
+        return _foreign(self.listen_port, ours)
 
     def start(self) -> None:
         """Start the gateway unless one already runs; does not wait for it."""
@@ -197,8 +229,8 @@ class StandaloneGateway:
         holder = self.foreign_listener()
         if holder:
             raise PortInUse(
-                f"port {self.port} is already held by {holder}; stop it or give the "
-                "gateway another listenPort in conf.yaml"
+                f"port {self.listen_port} is already held by {holder}; stop it or "
+                "give the gateway another listenPort in conf.yaml"
             )
         script = self.gateway_dir / "bin" / "run.sh"
         if not script.is_file():
@@ -359,6 +391,7 @@ class SupervisorGateway:
         *,
         port: int,
         host: str = "127.0.0.1",
+        listen_port: int | None = None,
         startup_timeout: float = 20.0,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -368,6 +401,7 @@ class SupervisorGateway:
         self.program = program
         self.port = port
         self.host = host
+        self.listen_port = listen_port or port
         self.startup_timeout = startup_timeout
         self.timeout = timeout
         self._clock = clock
@@ -415,6 +449,14 @@ class SupervisorGateway:
     def answering(self) -> bool:
         return port_answers(self.host, self.port)
 
+    def foreign_listener(self) -> str | None:
+        """Who holds the listen port, when it is not the gateway program's tree.
+
+        A gateway that cannot bind stays up serving nothing, so supervisord
+        shows it RUNNING while another program answers on its port.
+        """
+        return _foreign(self.listen_port, _tree_pids(self.pid()))
+
     def start(self) -> None:
         try:
             self._call("startProcess", self.program, True)
@@ -460,12 +502,16 @@ class SupervisorGateway:
 def make_gateway(settings, *, console_log: Path | None = None):
     """The gateway control the settings ask for."""
     host = urlsplit(settings.base_url).hostname or "127.0.0.1"
+    # The agent's URL may reach the gateway through a proxy: the port another
+    # program can steal is the gateway's own listenPort.
+    listen_port = conf_listen_port(settings.gateway_dir) or settings.gateway_port
     if settings.supervisor_url:
         return SupervisorGateway(
             settings.supervisor_url,
             settings.supervisor_program,
             port=settings.gateway_port,
             host=host,
+            listen_port=listen_port,
             startup_timeout=settings.gateway_startup,
         )
     return StandaloneGateway(
@@ -473,6 +519,7 @@ def make_gateway(settings, *, console_log: Path | None = None):
         process_match=settings.gateway_process_match,
         port=settings.gateway_port,
         host=host,
+        listen_port=listen_port,
         startup_timeout=settings.gateway_startup,
         console_log=console_log,
     )

@@ -1,12 +1,20 @@
 """Planned gateway restarts (``IBEAM_RESTART_SCHEDULE``), in an explicit time zone.
 
 A schedule is a comma-separated list of entries, each ``HH:MM`` (every day) or
-``Day HH:MM`` (once a week, ``Mon`` .. ``Sun``), read in
-``IBEAM_RESTART_TIMEZONE`` (default America/New_York) whatever the container's
-own zone is, so a DST change moves the restart with the zone it was written in.
-Entries inside IBKR's nightly reset window (00:30-01:30 America/New_York) or
-closer than an hour to each other are refused: a restart there would collide
-with the reset, and two restarts in one hour are one too many.
+``Day HH:MM`` (once a week, ``Mon`` .. ``Sun``), seconds optional
+(``HH:MM:SS``), read in ``IBEAM_RESTART_TIMEZONE`` (default America/New_York)
+whatever the container's own zone is, so a DST change moves the restart with
+the zone it was written in.  Entries inside IBKR's nightly reset window
+(00:30-01:30 America/New_York) or closer than an hour to each other are
+refused: a restart there would collide with the reset, and two restarts in one
+hour are one too many.
+
+Every comparison is made on absolute time (UTC): Python compares two times of
+one zone by their wall clocks, which is wrong across a DST change (a wall time
+that occurs twice in the autumn, an hour that does not exist in the spring).
+A wall time that does not exist is taken as the same time on the clock before
+the change (02:30 on a spring-forward night runs at 03:30); one that occurs
+twice runs at its first occurrence only.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ MIN_GAP = timedelta(hours=1)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _ENTRY_REG = re.compile(
-    r"^(?:(?P<day>[A-Za-z]{3})[a-z]*\s+)?(?P<h>\d{1,2}):(?P<m>\d{2})$"
+    r"^(?:(?P<day>[A-Za-z]{3})[a-z]*\s+)?"
+    r"(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?$"
 )
 
 
@@ -39,7 +48,7 @@ class RestartTime:
 
     def __str__(self) -> str:
         day = "daily" if self.weekday is None else DAYS[self.weekday].title()
-        return f"{day} {self.at:%H:%M}"
+        return f"{day} {_clock_text(self.at)}"
 
 
 class RestartSchedule:
@@ -61,13 +70,8 @@ class RestartSchedule:
         """The first planned restart strictly after moment (aware), in the zone."""
         if not self.entries:
             return None
-        local = moment.astimezone(self.zone)
-        best = None
-        for entry in self.entries:
-            candidate = _next_occurrence(entry, local, self.zone)
-            if best is None or candidate < best:
-                best = candidate
-        return best
+        candidates = [_next_occurrence(e, moment, self.zone) for e in self.entries]
+        return min(candidates, key=lambda c: c.timestamp())
 
     def describe_next(self, moment: datetime) -> str:
         """'YYYY-mm-dd HH:MM Zone (HH:MM UTC)' for the log, or 'none'."""
@@ -75,8 +79,10 @@ class RestartSchedule:
         if upcoming is None:
             return "none"
         in_utc = upcoming.astimezone(UTC)
+        shown = "%Y-%m-%d %H:%M:%S" if upcoming.second else "%Y-%m-%d %H:%M"
         return (
-            f"{upcoming:%Y-%m-%d %H:%M} {self.zone_name} ({in_utc:%Y-%m-%d %H:%M} UTC)"
+            f"{upcoming.strftime(shown)} {self.zone_name} "
+            f"({in_utc.strftime(shown)} UTC)"
         )
 
 
@@ -90,14 +96,20 @@ def _zone(name: str) -> ZoneInfo:
         ) from exc
 
 
-def _next_occurrence(entry: RestartTime, local: datetime, zone: ZoneInfo) -> datetime:
-    """The next wall-clock occurrence of entry after local, in zone."""
-    for days in range(0, 8):
-        day = (local + timedelta(days=days)).date()
+def _clock_text(at: time) -> str:
+    return f"{at:%H:%M:%S}" if at.second else f"{at:%H:%M}"
+
+
+def _next_occurrence(entry: RestartTime, moment: datetime, zone: ZoneInfo) -> datetime:
+    """The next occurrence of entry strictly after moment, in zone."""
+    after = moment.timestamp()
+    local_day = moment.astimezone(zone).date()
+    for days in range(-1, 9):
+        day = local_day + timedelta(days=days)
         if entry.weekday is not None and day.weekday() != entry.weekday:
             continue
         candidate = datetime.combine(day, entry.at, tzinfo=zone)
-        if candidate > local:
+        if candidate.timestamp() > after:
             return candidate
     raise AssertionError("a weekly entry always occurs within eight days")
 
@@ -106,11 +118,11 @@ def _parse_entry(text: str) -> RestartTime:
     match = _ENTRY_REG.match(text.strip())
     if not match:
         raise ConfigError(
-            "IBEAM_RESTART_SCHEDULE entries must be 'HH:MM' or 'Day HH:MM' "
+            "IBEAM_RESTART_SCHEDULE entries must be 'HH:MM[:SS]' or 'Day HH:MM' "
             f"(e.g. 'Sat 23:30, 05:15'): got {text.strip()!r}"
         )
-    hour, minute = int(match["h"]), int(match["m"])
-    if hour > 23 or minute > 59:
+    hour, minute, second = int(match["h"]), int(match["m"]), int(match["s"] or 0)
+    if hour > 23 or minute > 59 or second > 59:
         raise ConfigError(f"IBEAM_RESTART_SCHEDULE has an impossible time: {text!r}")
     weekday = None
     if match["day"]:
@@ -120,7 +132,7 @@ def _parse_entry(text: str) -> RestartTime:
                 f"IBEAM_RESTART_SCHEDULE day must be one of Mon..Sun: got {text!r}"
             )
         weekday = DAYS.index(day)
-    return RestartTime(at=time(hour, minute), weekday=weekday)
+    return RestartTime(at=time(hour, minute, second), weekday=weekday)
 
 
 def _occurrences(entries, zone: ZoneInfo, start: datetime, days: int):
@@ -132,13 +144,14 @@ def _occurrences(entries, zone: ZoneInfo, start: datetime, days: int):
                 yield datetime.combine(day, entry.at, tzinfo=zone), entry
 
 
-def _in_reset_window(moment: datetime) -> bool:
-    ny = moment.astimezone(RESET_ZONE)
+def in_reset_window(moment: datetime) -> bool:
+    """Whether moment is within 30 minutes of a 01:00 America/New_York reset."""
+    ny_day = moment.astimezone(RESET_ZONE).date()
     for day_shift in (-1, 0, 1):
         reset = datetime.combine(
-            (ny + timedelta(days=day_shift)).date(), RESET_TIME, tzinfo=RESET_ZONE
+            ny_day + timedelta(days=day_shift), RESET_TIME, tzinfo=RESET_ZONE
         )
-        if abs(ny - reset) <= RESET_MARGIN:
+        if abs(moment.timestamp() - reset.timestamp()) <= RESET_MARGIN.total_seconds():
             return True
     return False
 
@@ -156,16 +169,18 @@ def parse_schedule(
         return RestartSchedule((), zone)
     entries = tuple(_parse_entry(part) for part in value.split(",") if part.strip())
     start = (today or datetime.now(UTC)).astimezone(tz)
-    moments = sorted(_occurrences(entries, tz, start, 371), key=lambda x: x[0])
+    moments = sorted(
+        _occurrences(entries, tz, start, 371), key=lambda x: x[0].timestamp()
+    )
     for moment, entry in moments:
-        if _in_reset_window(moment):
+        if in_reset_window(moment):
             raise ConfigError(
                 f"IBEAM_RESTART_SCHEDULE entry '{entry}' ({zone}) falls within 30 "
                 "minutes of IBKR's 01:00 America/New_York reset on "
                 f"{moment:%Y-%m-%d}; move it out of that window"
             )
     for (first, a), (second, b) in zip(moments, moments[1:], strict=False):
-        if second - first < MIN_GAP:
+        if second.timestamp() - first.timestamp() < MIN_GAP.total_seconds():
             raise ConfigError(
                 f"IBEAM_RESTART_SCHEDULE entries '{a}' and '{b}' are less than an "
                 f"hour apart on {first:%Y-%m-%d}; keep one of them"

@@ -40,7 +40,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,8 +59,13 @@ START_POLL = 0.1
 JOB_POLL = 0.25
 MAX_LOOP_WAIT = 1.0
 MEMORY_RESTART_SHARE = 0.9
+MIB = 1024 * 1024
 SHUTDOWN_LOGOUT_TIMEOUT = 3.0
 BROWSER_NAMES = ("chrom", "xvfb")
+LOST_SESSION_HINT = (
+    "likely another login to this user from another device (IBKR Mobile on a "
+    "phone, TWS, a browser) or an IBKR reset"
+)
 SESSION_KINDS = (
     StatusKind.AUTHENTICATED,
     StatusKind.NOT_AUTHENTICATED,
@@ -86,6 +91,18 @@ class State(enum.Enum):
     HALTED = "logins stopped; an operator must act"
     PAUSED = "deactivated"
     STOPPING = "shutting down"
+
+
+#: leaving READY for one of these means the session or the gateway went bad
+LOSS_STATES = (
+    State.REAUTHENTICATING,
+    State.LOGGING_IN,
+    State.TAKING_BACK,
+    State.DEGRADED,
+    State.BACKING_OFF,
+    State.STARTING,
+    State.MISCONFIGURED,
+)
 
 
 @dataclass
@@ -175,6 +192,8 @@ class Watcher:
         self._compete_warned = False
         self._preflight_error: str | None = None
         self._preflight_done = False
+        self._login_unconfirmed = False
+        self._memory_sample: tuple[float, int] | None = None
         self._last_check: float | None = None
         self._last_good: float | None = None
         self._last_validate: float | None = None
@@ -296,6 +315,8 @@ class Watcher:
         level = logging.INFO
         if new in (State.DEGRADED, State.BACKING_OFF, State.TAKING_BACK):
             level = logging.WARNING
+        if old is State.READY and new in LOSS_STATES:
+            level = logging.WARNING
         if new in (State.HALTED, State.MISCONFIGURED):
             level = logging.ERROR
         log.log(level, "%s -> %s: %s", old.name, new.name, reason)
@@ -343,6 +364,9 @@ class Watcher:
             return self._start_gateway()
         if self.gateway.answering():
             self._start_deadline = None
+            holder = self._port_holder()
+            if holder:
+                return self._gateway_problem(self._port_in_use(holder))
             self._reason = "gateway answers"
             self._wake(0)
             return State.CHECKING
@@ -392,7 +416,10 @@ class Watcher:
             StatusKind.ACCESS_DENIED,
             StatusKind.TLS_ERROR,
             StatusKind.NOT_RUNNING,
+            StatusKind.COMPETING,
         ):
+            # Competing after our own login or reauthenticate is another
+            # platform's doing: a take-back, counted against the hourly limit.
             self._await = None
             return self._route(status)
         now = self._clock()
@@ -456,6 +483,7 @@ class Watcher:
             return self._gateway_problem(exc)
         self.metrics.gateway_restarts.labels(reason=self._restart_label(reason)).inc()
         self._ladder.restart_done = True
+        self._memory_sample = None
         self._start_deadline = self._clock() + self.settings.gateway_startup
         self._reason = "gateway restarted"
         self._wake(0)
@@ -467,10 +495,11 @@ class Watcher:
         if planned:
             return self._restart(planned)
         status = self._check(self.api.tickle)
-        if status.kind not in (StatusKind.TRANSIENT, StatusKind.UNREACHABLE):
+        outage = self._outage(status)
+        if outage is None:
             self._degraded_since = None
             return self._route(status)
-        return self._degraded(status)
+        return self._degraded(outage)
 
     def step_backing_off(self) -> State:
         self._ladder = _Ladder()
@@ -479,8 +508,15 @@ class Watcher:
         return State.CHECKING
 
     def step_misconfigured(self) -> State:
-        if self._start_deadline is None and self._misconfig == "port":
-            self._reason = "retrying the gateway start"
+        if self._misconfig == "port":
+            holder = self._port_holder()
+            if holder:
+                self._wake(self._slow_interval())
+                return State.MISCONFIGURED
+            self._misconfig = None
+            self._clear_alert()
+            self._reason = "the gateway port is free again; starting the gateway"
+            self._start_deadline = None
             self._wake(0)
             return State.STARTING
         status = self._check(self.api.tickle)
@@ -531,12 +567,13 @@ class Watcher:
             return self._login_or_halt()
         if kind in (StatusKind.NOT_AUTHENTICATED, StatusKind.NOT_CONNECTED):
             if self.state is State.READY and status.connected:
-                self._reason += " (likely a login from another device or an IBKR reset)"
+                self._reason += f" ({LOST_SESSION_HINT})"
             return self._escalate()
         if kind is StatusKind.COMPETING:
             return State.TAKING_BACK
-        if kind in (StatusKind.TRANSIENT, StatusKind.UNREACHABLE):
-            return self._degraded(status)
+        outage = self._outage(status)
+        if outage is not None:
+            return self._degraded(outage)
         if kind is StatusKind.NOT_RUNNING:
             return State.STARTING
         if kind is StatusKind.RATE_LIMITED:
@@ -569,6 +606,23 @@ class Watcher:
         if state.exhausted:
             return self._halt_budget(state)
         return State.LOGGING_IN
+
+    def _outage(self, status: Status) -> Status | None:
+        """status as an outage to wait out (5xx, no answer), or None.
+
+        A refused connection while the gateway process runs is one too: the
+        gateway is busy or the network between us is down, and neither a new
+        process nor a login helps before IBEAM_TRANSIENT_GRACE.
+        """
+        if status.kind in (StatusKind.TRANSIENT, StatusKind.UNREACHABLE):
+            return status
+        if status.kind is StatusKind.NOT_RUNNING and self._gateway_alive():
+            return replace(
+                status,
+                kind=StatusKind.UNREACHABLE,
+                message="connection refused while the gateway process runs",
+            )
+        return None
 
     def _degraded(self, status: Status) -> State:
         now = self._clock()
@@ -644,18 +698,29 @@ class Watcher:
             return True
 
     def _gateway_failed(self, why: str) -> State:
-        holder = getattr(self.gateway, "foreign_listener", lambda: None)()
+        holder = self._port_holder()
         if holder:
-            return self._gateway_problem(
-                errors.PortInUse(
-                    f"port {self.settings.gateway_port} is held by {holder}; "
-                    "stop it or "
-                    "give the gateway another listenPort"
-                )
-            )
+            return self._gateway_problem(self._port_in_use(holder))
         if not self._ladder.restart_done:
             return self._restart(why)
         return self._back_off(why, alert=True)
+
+    def _port_holder(self) -> str | None:
+        """Another program listening on the gateway's port, described; else None."""
+        check = getattr(self.gateway, "foreign_listener", None)
+        if check is None:
+            return None
+        try:
+            return check()
+        except errors.AgentError:
+            return None
+
+    def _port_in_use(self, holder: str) -> errors.PortInUse:
+        port = getattr(self.gateway, "listen_port", self.settings.gateway_port)
+        return errors.PortInUse(
+            f"port {port} is held by {holder}, not by the gateway; stop that "
+            "program or give the gateway another listenPort in conf.yaml"
+        )
 
     def _gateway_problem(self, exc: errors.AgentError) -> State:
         self._failures[type(exc).__name__] += 1
@@ -678,7 +743,7 @@ class Watcher:
 
     @staticmethod
     def _restart_label(reason: str) -> str:
-        for label in ("planned", "memory", "transient", "unreachable", "answer"):
+        for label in ("memory", "planned", "transient", "unreachable", "answer"):
             if label in reason:
                 return label
         return "recovery"
@@ -708,12 +773,29 @@ class Watcher:
         if used is None:
             return None
         self.metrics.gateway_memory.set(used)
+        now = self._clock()
+        previous, self._memory_sample = self._memory_sample, (now, used)
         limit_mb = self.settings.gateway_memory_limit_mb
-        if not limit_mb or used < MEMORY_RESTART_SHARE * limit_mb * 1024 * 1024:
+        if not limit_mb:
+            return None
+        limit = limit_mb * MIB
+        usage = (
+            f"the gateway uses {used / MIB:.0f} MiB of its {limit_mb:g} MiB limit "
+            "(IBEAM_GATEWAY_MEMORY_LIMIT_MB)"
+        )
+        if used >= MEMORY_RESTART_SHARE * limit:
+            return f"planned memory restart: {usage}"
+        if previous is None or now <= previous[0] or used <= previous[1]:
+            return None
+        # Growing fast enough to pass the limit before the check after next:
+        # restart now, while the agent is idle, not at the kernel's moment.
+        rate = (used - previous[1]) / (now - previous[0])
+        horizon = 2 * self.settings.maintenance_interval
+        if used + rate * horizon < limit:
             return None
         return (
-            f"planned memory restart: the gateway uses {used / 1048576:.0f} MiB of "
-            f"its {limit_mb:g} MiB limit (IBEAM_GATEWAY_MEMORY_LIMIT_MB)"
+            f"planned memory restart: {usage} and grows {rate * 60 / MIB:.0f} MiB "
+            "a minute"
         )
 
     # -- login ----------------------------------------------------------------
@@ -771,6 +853,7 @@ class Watcher:
             self._reason = f"browser login succeeded ({variant})"
             # The page is done with the password: a crash from here on is no risk.
             self.budget.release()
+            self._login_unconfirmed = True
             return self._await_auth("login")
         return self._login_failed(job.error, duration)
 
@@ -831,15 +914,19 @@ class Watcher:
 
     def _authenticated_after(self, origin: str) -> State:
         self._await = None
-        if origin == "login":
-            self._publish_budget(self.budget.succeed())
         self._reason = f"authenticated after {origin}"
         self._wake(self.settings.maintenance_interval)
         return State.READY
 
     def _settle_failed(self, origin: str, status: Status) -> State:
         settle = self.settings.auth_settle_timeout
+        outage = self._outage(status)
+        if outage is not None or status.kind is StatusKind.RATE_LIMITED:
+            # The gateway or IBKR cannot answer: nothing to blame the login for.
+            self._reason = f"no usable answer {settle:g} s after {origin}"
+            return self._route(status)
         if origin == "login":
+            self._login_unconfirmed = False
             error = errors.NeverAuthenticated(
                 f"'{self.settings.success_el_text}' was shown but the session did not "
                 f"authenticate within {settle:g} s ({status.kind.name})"
@@ -919,6 +1006,9 @@ class Watcher:
         self.metrics.alert.set(0)
 
     def _on_ready(self) -> None:
+        if self._login_unconfirmed:
+            self._login_unconfirmed = False
+            self._publish_budget(self.budget.succeed())
         self._ladder = _Ladder()
         self._backoff_level = 0
         self._degraded_since = None

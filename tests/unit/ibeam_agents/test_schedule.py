@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -64,3 +64,52 @@ def test_schedule_bad_entries_name_the_variable(text):
 def test_schedule_long_day_names_accepted():
     schedule = parse_schedule("Saturday 22:00", today=JAN)
     assert str(schedule.entries[0]) == "Sat 22:00"
+
+
+def test_schedule_entries_may_carry_seconds():
+    schedule = parse_schedule("05:30:15", "America/New_York", today=JAN)
+    assert str(schedule.entries[0]) == "daily 05:30:15"
+    text = schedule.describe_next(JAN)
+    assert text == ("2027-01-05 05:30:15 America/New_York (2027-01-05 10:30:15 UTC)")
+    with pytest.raises(ConfigError, match="impossible time"):
+        parse_schedule("05:30:60", today=JAN)
+
+
+def test_schedule_repeated_autumn_hour_restarts_once():
+    # Berlin leaves DST on 2027-10-31: 02:30 happens at 00:30 and 01:30 UTC.
+    schedule = parse_schedule("02:30", "Europe/Berlin", today=JAN)
+    # (Python never calls a time in a repeated hour equal to one in another
+    # zone, so the checks compare timestamps.)
+    first = datetime(2027, 10, 31, 0, 30, tzinfo=UTC)
+    upcoming = schedule.next_after(first - timedelta(seconds=1))
+    assert upcoming.timestamp() == first.timestamp()
+    tomorrow = datetime(2027, 11, 1, 1, 30, tzinfo=UTC).timestamp()
+    for later in (first, datetime(2027, 10, 31, 1, 10, tzinfo=UTC)):
+        assert schedule.next_after(later).timestamp() == tomorrow
+
+
+def test_schedule_missing_spring_hour_runs_an_hour_later():
+    # Berlin enters DST on 2027-03-28: 02:30 does not exist that night.
+    schedule = parse_schedule("02:30", "Europe/Berlin", today=JAN)
+    upcoming = schedule.next_after(datetime(2027, 3, 28, 0, 0, tzinfo=UTC))
+    assert upcoming.astimezone(UTC) == datetime(2027, 3, 28, 1, 30, tzinfo=UTC)
+
+
+def test_schedule_gap_is_measured_on_the_clock_not_the_wall():
+    # On 2027-03-28 Berlin's 01:45 and 03:10 are 25 minutes apart, not 85.
+    with pytest.raises(ConfigError, match="less than an hour apart on 2027-03-28"):
+        parse_schedule("01:45, 03:10", "Europe/Berlin", today=JAN)
+
+
+def test_schedule_ignores_the_container_zone(monkeypatch):
+    import time as time_module
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time_module.tzset()
+    try:
+        schedule = parse_schedule("05:30", today=JAN)
+        assert schedule.zone_name == "America/New_York"
+        assert schedule.next_after(JAN).astimezone(UTC).hour == 10
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
