@@ -132,7 +132,15 @@ def _idle_lines(result: BenchResult, rows: list[Row]) -> list[str]:
     cpu = _find(rows, "Idle CPU")
     browsers = _find(rows, "Browser/driver")
     validate = _find(rows, "… sso/validate")
-    lines = [
+    lines = []
+    if memory.floor and memory.ibeam:
+        reach = "below" if memory.floor > memory.ibeam / 2 else "above"
+        lines.append(
+            f"A bare Python with only the standard library a keeper needs (TLS, "
+            f"HTTP, JSON, logging) holds {memory.floor:.1f} MiB here; half of "
+            f"IBeam's idle memory is {memory.ibeam / 2:.1f} MiB, {reach} that floor."
+        )
+    lines += [
         f"Idle: ours holds {memory.ours or 0:.1f} MiB against IBeam's "
         f"{memory.ibeam or 0:.1f} MiB ({_times(memory.ratio)}), uses "
         f"{cpu.ours or 0:.2f}% of a core against {cpu.ibeam or 0:.2f}%, and keeps "
@@ -196,6 +204,9 @@ def _method(result: BenchResult) -> list[str]:
         "window (reaped children included); browser processes are chromium*, "
         "chromedriver and Xvfb in the tree; requests are the simulator's per-route "
         "counters diffed over the window.",
+        "- Memory floor: the resident memory of the agent's Python interpreter "
+        "with only `ssl`, `http.client`, `http.server`, `json`, `logging`, "
+        "`threading` and `subprocess` imported.",
         "- Floors: `bin/run.sh` started by the bench, time until the port accepts "
         "a connection, plus the simulator's authDelay, plus one GET of the login "
         "page on a new TLS connection. The repair floor of an expiry is authDelay "

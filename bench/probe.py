@@ -7,7 +7,10 @@ connected, not competing.  The bench never asks a keeper whether it is ready.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -78,6 +81,7 @@ class Floor:
     auth_delay_s: float
     page_s: float
     faults: dict[str, Any]
+    python_rss_mib: float | None = None  # a bare Python that could keep a gateway
 
     @property
     def cold_start_s(self) -> float:
@@ -104,7 +108,31 @@ def measure_floor(root: Path) -> Floor:
             delay_ms = _conf_auth_delay(sim)
     finally:
         sim.stop()
-    return Floor(listen, delay_ms / 1000.0, page, faults)
+    return Floor(listen, delay_ms / 1000.0, page, faults, python_floor_mib())
+
+
+# What any Python keeper needs: TLS to the gateway, HTTP both ways, JSON, logs.
+KEEPER_STDLIB = "ssl, http.client, http.server, json, logging, threading, subprocess"
+
+
+def python_floor_mib() -> float | None:
+    """Resident memory of this Python with only a keeper's stdlib imported."""
+    code = (
+        f"import {KEEPER_STDLIB}\n"
+        "print(int(open('/proc/self/statm').read().split()[1]))"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        pages = int(done.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def _wait_port(sim: SimGateway, started: float) -> float:

@@ -164,6 +164,7 @@ def _idle_rows(result: BenchResult) -> list[Row]:
         _idle("rss_mib"),
         digits=1,
     )
+    memory.floor = result.floor(lambda f: f.python_rss_mib or 0.0) or None
     memory.met = _at_most(memory.ours, memory.ibeam, 0.5)
     memory.goal = _verdict("≤ 1/2 of IBeam", memory.met, memory.ratio, "")
     cpu = _row(result, "Idle CPU (% of one core)", _idle("cpu_percent"))
