@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import importlib.util
 import logging
 import shlex
@@ -46,6 +47,11 @@ TOTP_DIGITS = 6
 TOTP_MIN_REMAINING = 10.0
 CODE_MIN_DIGITS = 4
 CODE_MAX_DIGITS = 10
+
+# The last TOTP step whose code was typed, per secret (by digest), in this process.
+# A verifier accepts each code once (RFC 6238 section 5.2), so a new attempt in
+# the same step waits for the next code rather than sending one already seen.
+USED_TOTP_STEPS: dict[str, int] = {}
 
 HANDLER_ALIASES = {
     "TOTP": "TOTP",
@@ -150,41 +156,50 @@ class TotpSource(SecondFactor):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         min_remaining: float = TOTP_MIN_REMAINING,
+        used_steps: dict[str, int] | None = None,
     ) -> None:
-        self._totp = TOTP(
-            decode_base32_secret(secret),
-            TOTP_DIGITS,
-            SHA1(),
-            TOTP_STEP,
-            enforce_key_length=False,
-        )
+        key = decode_base32_secret(secret)
+        self._totp = TOTP(key, TOTP_DIGITS, SHA1(), TOTP_STEP, enforce_key_length=False)
+        self._digest = hashlib.sha256(key).hexdigest()
         self._clock = clock
         self._sleep = sleep
         self._min_remaining = min_remaining
+        self._used = {} if used_steps is None else used_steps
 
     def code(self, context: CodeContext) -> str:
         now = self._clock()
+        last = self._used.get(self._digest)
+        if last is not None and 0 <= last - _step(now) <= 1:
+            log.info(
+                "second factor: this TOTP step's code was used; waiting for the next"
+            )
+            now = self._wait_for_step(last + 1, now)
         remaining = TOTP_STEP - (now % TOTP_STEP)
         if remaining < self._min_remaining:
             log.info("second factor: TOTP step ends in %.0f s, waiting", remaining)
-            now = self._wait_next_step(now)
+            now = self._wait_for_step(_step(now) + 1, now)
 
         value = self._generate(now)
         if value in context.rejected:
             log.info("second factor: waiting for the next TOTP step")
-            now = self._wait_next_step(now)
+            now = self._wait_for_step(_step(now) + 1, now)
             value = self._generate(now)
+        self._used[self._digest] = _step(now)
         return value
 
     def _generate(self, now: float) -> str:
         return self._totp.generate(int(now)).decode("ascii")
 
-    def _wait_next_step(self, now: float) -> float:
-        boundary = (int(now) // TOTP_STEP + 1) * TOTP_STEP
+    def _wait_for_step(self, step: int, now: float) -> float:
+        boundary = step * TOTP_STEP
         while now < boundary:
             self._sleep(boundary - now)
             now = self._clock()
         return now
+
+
+def _step(now: float) -> int:
+    return int(now) // TOTP_STEP
 
 
 class CommandSource(SecondFactor):
@@ -439,7 +454,7 @@ def make_second_factor(config: TwoFactorConfig | None) -> SecondFactor | None:
                 "IBEAM_TOTP_SECRET (or IBEAM_TOTP_SECRET_FILE) is required when "
                 "IBEAM_TWO_FA_HANDLER=TOTP"
             )
-        return TotpSource(config.totp_secret)
+        return TotpSource(config.totp_secret, used_steps=USED_TOTP_STEPS)
     if kind == "COMMAND":
         if not config.command:
             raise ConfigError(

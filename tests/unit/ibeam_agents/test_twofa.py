@@ -391,3 +391,29 @@ def test_ibeam_shim_does_not_replace_real_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "ibeam", sentinel)
     twofa._provide_ibeam_base_class()
     assert sys.modules["ibeam"] is sentinel
+
+
+def test_totp_code_of_a_used_step_is_not_sent_again():
+    used: dict[str, int] = {}
+    fake = FakeTime(31.0)
+    first = TotpSource(RFC_SECRET, clock=fake.clock, sleep=fake.sleep, used_steps=used)
+    assert first.code(CodeContext()) == "287082"
+    # A new attempt (a new source) in the same step waits for the next code.
+    again = TotpSource(RFC_SECRET, clock=fake.clock, sleep=fake.sleep, used_steps=used)
+    assert again.code(CodeContext()) == again._generate(60.0)
+    assert fake.slept == [29.0]
+
+
+def test_totp_used_step_memory_ignores_a_clock_gone_back():
+    used: dict[str, int] = {}
+    fake = FakeTime(3000.0)
+    TotpSource(RFC_SECRET, clock=fake.clock, used_steps=used).code(CodeContext())
+    fake.now = 31.0
+    source = TotpSource(RFC_SECRET, clock=fake.clock, sleep=fake.sleep, used_steps=used)
+    assert source.code(CodeContext()) == "287082" and fake.slept == []
+
+
+def test_totp_from_settings_shares_used_steps():
+    config = TwoFactorConfig(handler="TOTP", totp_secret=RFC_SECRET)
+    source = make_second_factor(config)
+    assert source._used is twofa.USED_TOTP_STEPS
