@@ -276,3 +276,11 @@ def test_harness_moves_off_a_port_taken_on_ipv6_loopback(tmp_path, monkeypatch):
     finally:
         gw.stop()
         squatter.close()
+
+
+def test_resident_memory_stays_a_few_tens_of_mb(sim_factory):
+    gw = sim_factory(faults={"auth_delay_ms": 200, "pacing": False})
+    gw.http_login()
+    for _ in range(50):
+        gw.request("POST", "/v1/api/tickle")
+    assert gw.state()["resident_mb"] < 80
