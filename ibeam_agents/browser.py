@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, urlsplit
+from urllib.request import ProxyHandler, build_opener
 
 import psutil
 from cryptography import x509
@@ -76,6 +77,7 @@ logging.getLogger("selenium").setLevel(logging.WARNING)
 
 WINDOW_SIZE = (1280, 1024)
 VERSION_TIMEOUT = 20.0
+DRIVER_START_TIMEOUT = 10.0
 CERT_TIMEOUT = 10.0
 X_LOCK_DIR = Path("/tmp")
 X_SOCKET_DIR = Path("/tmp/.X11-unix")
@@ -138,8 +140,78 @@ def _check_executable(path: str, what: str, setting: str) -> None:
         raise BrowserUnavailable(f"{what} at {path} is not executable ({setting})")
 
 
-def preflight_browser(options: LoginOptions) -> str:
-    """Check browser and driver exist and agree; return the browser version."""
+def _free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Straight to the loopback port, whatever *_proxy variables say.
+_DIRECT = build_opener(ProxyHandler({}))
+
+
+def _driver_ready(port: int) -> bool:
+    try:
+        with _DIRECT.open(f"http://127.0.0.1:{port}/status", timeout=1.0) as reply:
+            return bool(json.load(reply).get("value", {}).get("ready"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_driver_starts(driver: str, timeout: float = DRIVER_START_TIMEOUT) -> None:
+    """Start chromedriver alone (no browser) and wait until it says it is ready.
+
+    A driver that prints the right version but dies when it is really started
+    (a broken install, a missing library) is caught here, before any login.
+    """
+    port = _free_local_port()
+    env = dict(os.environ)
+    env.update(SELENIUM_OFFLINE_ENV)
+    try:
+        process = subprocess.Popen(
+            [driver, f"--port={port}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as err:
+        raise BrowserUnavailable(
+            f"chromedriver at {driver} (IBEAM_CHROME_DRIVER_PATH) did not start: {err}"
+        ) from err
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BrowserUnavailable(
+                    f"chromedriver at {driver} (IBEAM_CHROME_DRIVER_PATH) exited at "
+                    f"once with status {process.returncode}; reinstall it or fix "
+                    "IBEAM_CHROME_DRIVER_PATH"
+                )
+            if _driver_ready(port):
+                return
+            time.sleep(0.1)
+        raise BrowserUnavailable(
+            f"chromedriver at {driver} (IBEAM_CHROME_DRIVER_PATH) did not become "
+            f"ready within {timeout:g} s"
+        )
+    finally:
+        _kill_processes([process.pid])
+        process.wait()
+
+
+# Set once chromedriver failed to start: until it starts again, every preflight
+# starts it alone first, so a broken driver never costs an Xvfb and a browser.
+_DRIVER_STATE = {"suspect": False}
+
+
+def preflight_browser(options: LoginOptions, *, start_driver: bool = True) -> str:
+    """Check browser and driver exist, agree and start; return the browser version.
+
+    With start_driver=False (each login) the driver is only started here while
+    the last start failed; otherwise the login's own start is the test.
+    """
     binary, driver = options.chrome_binary_path, options.chrome_driver_path
     _check_executable(binary, "the browser", "IBEAM_CHROME_BINARY_PATH")
     _check_executable(driver, "chromedriver", "IBEAM_CHROME_DRIVER_PATH")
@@ -154,6 +226,13 @@ def preflight_browser(options: LoginOptions) -> str:
             f"{browser_version} ({binary}); install the chromedriver of major "
             f"version {browser_major} or set IBEAM_CHROME_DRIVER_PATH to it"
         )
+    if start_driver or _DRIVER_STATE["suspect"]:
+        try:
+            check_driver_starts(driver)
+        except BrowserUnavailable:
+            _DRIVER_STATE["suspect"] = True
+            raise
+        _DRIVER_STATE["suspect"] = False
     return browser_version
 
 
@@ -449,10 +528,12 @@ def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | No
             service=service, options=chrome_options(options, session.profile, spki)
         )
     except WebDriverException as err:
+        _DRIVER_STATE["suspect"] = True
         raise BrowserUnavailable(
             f"Chromium did not start through chromedriver: {_first_line(err)}"
         ) from err
     except OSError as err:
+        _DRIVER_STATE["suspect"] = True
         raise BrowserUnavailable(f"chromedriver did not start: {err}") from err
     finally:
         process = getattr(service, "process", None)

@@ -908,7 +908,7 @@ def perform_login(
         },
         options.success_text,
     )
-    preflight_browser(options)
+    preflight_browser(options, start_driver=False)
     spki = gateway_spki_hash(options.base_url)
     push_timeout = two_factor.push_timeout if two_factor else DEFAULT_PUSH_TIMEOUT
     with open_browser(options, spki=spki) as driver:

@@ -9,9 +9,11 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +22,14 @@ from ibeam_agents import browser
 from ibeam_agents.errors import BrowserUnavailable, GatewayNotRunning
 from tests.support.ports import free_port
 from tests.unit.ibeam_agents.test_login import options
+
+
+@pytest.fixture(autouse=True)
+def driver_not_suspect():
+    """Each test starts with no memory of an earlier driver failure."""
+    browser._DRIVER_STATE["suspect"] = False
+    yield
+    browser._DRIVER_STATE["suspect"] = False
 
 
 def _fake_program(tmp_path: Path, name: str, body: str) -> str:
@@ -41,7 +51,84 @@ def test_preflight_returns_browser_version(tmp_path):
         "echo 'Chromium 156.0.8078.114 built on Debian'",
         "echo 'ChromeDriver 156.0.8078.114 (ea19f9737303)'",
     )
+    assert browser.preflight_browser(opts, start_driver=False) == "156.0.8078.114"
+
+
+FAKE_DRIVER = """\
+import http.server, json, sys
+if sys.argv[1:] == ["--version"]:
+    print("ChromeDriver 156.0.8078.114 (ea19f9737303)")
+    sys.exit(0)
+port = int(sys.argv[1].split("=")[1])
+class Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"value": {"ready": True}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Status).serve_forever()
+"""
+
+
+def _python_driver(tmp_path, source: str) -> str:
+    script = tmp_path / "fake_driver.py"
+    script.write_text(source)
+    return _fake_program(
+        tmp_path, "chromedriver", f'exec {sys.executable} {script} "$@"'
+    )
+
+
+def test_preflight_starts_the_driver_and_stops_it(tmp_path):
+    binary = _fake_program(tmp_path, "chromium", "echo 'Chromium 156.0.8078.114'")
+    driver = _python_driver(tmp_path, FAKE_DRIVER)
+    opts = options(chrome_binary_path=binary, chrome_driver_path=driver)
     assert browser.preflight_browser(opts) == "156.0.8078.114"
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or ())
+    ]
+
+
+def test_preflight_driver_dying_when_started(tmp_path):
+    opts = _paths(
+        tmp_path,
+        "echo 'Chromium 156.0.8078.114'",
+        '[ "$1" = --version ] && { echo "ChromeDriver 156.0.8078.114"; exit 0; }; '
+        "exit 3",
+    )
+    with pytest.raises(BrowserUnavailable, match="exited at once with status 3"):
+        browser.preflight_browser(opts)
+
+
+def test_preflight_after_a_driver_failure_starts_it_again(tmp_path):
+    opts = _paths(
+        tmp_path,
+        "echo 'Chromium 156.0.8078.114'",
+        '[ "$1" = --version ] && { echo "ChromeDriver 156.0.8078.114"; exit 0; }; '
+        "exit 3",
+    )
+    with pytest.raises(BrowserUnavailable):
+        browser.preflight_browser(opts)
+    # A login's own check is versions only, but not while the driver is suspect.
+    with pytest.raises(BrowserUnavailable, match="exited at once"):
+        browser.preflight_browser(opts, start_driver=False)
+    fixed = _python_driver(tmp_path, FAKE_DRIVER)
+    good = options(chrome_binary_path=opts.chrome_binary_path, chrome_driver_path=fixed)
+    browser.preflight_browser(good, start_driver=False)
+    assert browser._DRIVER_STATE["suspect"] is False
+
+
+def test_preflight_driver_never_ready(tmp_path):
+    source = FAKE_DRIVER.replace(
+        "http.server.HTTPServer", "import time; time.sleep(60)#"
+    )
+    driver = _python_driver(tmp_path, source)
+    with pytest.raises(BrowserUnavailable, match="did not become ready within 1 s"):
+        browser.check_driver_starts(driver, timeout=1.0)
 
 
 def test_preflight_major_mismatch_is_explained(tmp_path):

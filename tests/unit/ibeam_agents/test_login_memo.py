@@ -74,7 +74,7 @@ def test_perform_login_refuses_before_any_browser(tmp_path, monkeypatch):
 
 def test_perform_login_with_a_source_ignores_the_memo(tmp_path, monkeypatch):
     checked = []
-    monkeypatch.setattr(login, "preflight_browser", lambda o: checked.append(o))
+    monkeypatch.setattr(login, "preflight_browser", lambda o, **_: checked.append(o))
     monkeypatch.setattr(login, "gateway_spki_hash", _stop_here)
     SecondFactorMemo(tmp_path).remember(ACCOUNT, "a security code")
     config = TwoFactorConfig("COMMAND", command="echo 123456")
