@@ -138,6 +138,14 @@ def conf_listen_port(gateway_dir: Path | str) -> int | None:
     return port
 
 
+def _lives(proc: psutil.Process) -> bool:
+    """Whether proc still runs (a zombie has stopped, whoever reaps it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _describe(pid: int | None) -> str:
     if pid is None:
         return "another process (its pid is hidden from this user)"
@@ -294,13 +302,29 @@ class StandaloneGateway:
             self._reap()
             return
         self._signal(targets, signal.SIGTERM)
-        _, alive = psutil.wait_procs(targets, timeout=self.stop_grace)
+        alive = self._wait_gone(targets, self.stop_grace)
         if alive:
             log.warning("gateway ignored SIGTERM for %g s; killing it", self.stop_grace)
             self._signal(alive, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=self.stop_grace)
+            self._wait_gone(alive, self.stop_grace)
         self._reap(wait=True)
         log.info("gateway stopped")
+
+    def _wait_gone(self, procs: list[psutil.Process], timeout: float) -> list:
+        """Wait until each process is gone or a zombie; return those still alive.
+
+        A gateway someone else started is not our child: its zombie lingers
+        until its own parent reaps it, yet it is as stopped as it gets.
+        """
+        self._reap()
+        deadline = self._clock() + timeout
+        alive = list(procs)
+        while True:
+            alive = [proc for proc in alive if _lives(proc)]
+            if not alive or self._clock() >= deadline:
+                return alive
+            self._sleep(READY_POLL)
+            self._reap()
 
     def restart(self) -> None:
         self.stop()

@@ -15,21 +15,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from gateway_sim.harness import SimGateway
 from tests.support import procs
+from tests.support.needs import require_binaries
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 FAST_SETTINGS = {
     "IBEAM_MAINTENANCE_INTERVAL": "1",
@@ -189,6 +195,70 @@ class AgentProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_for(lambda s: s.get("ready"), timeout, "ready")
+
+
+@contextlib.contextmanager
+def running_sim(
+    tmp_path: Path, *, accounts: list[dict] | None = None, **faults: Any
+) -> Iterator[SimGateway]:
+    """A simulator started by the test (fast auth unless faults say otherwise).
+
+    Stopped afterwards together with any gateway an agent started from the same
+    directory (an agent that restarts the gateway replaces the test's process).
+    """
+    require_binaries("chromium", "chromedriver", "Xvfb")
+    knobs = {"auth_delay_ms": 300, **faults}
+    sim = SimGateway(tmp_path / "gw", accounts=accounts, faults=knobs)
+    sim.install().start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+        kill_gateways(sim.root)
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll predicate until it returns something true; fail naming what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def log_times(text: str, needle: str) -> list[float]:
+    """Epoch seconds of each agent log line containing needle."""
+    found = []
+    for line in text.splitlines():
+        match = LOG_TIME.match(line)
+        if match and needle in line:
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            found.append(stamp.timestamp())
+    return found
+
+
+def metric(agent: AgentProcess, name: str) -> float:
+    """One sample of the agent's /metrics (name with labels as printed); 0 if absent."""
+    text = agent.get("/metrics")[1].decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60):
+    """Run `python -m ibeam_agents ARGS` with env; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "ibeam_agents", *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def gateway_processes(root: Path) -> list[psutil.Process]:
