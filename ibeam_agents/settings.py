@@ -12,9 +12,11 @@ the port lives in one place.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
 
 from ibeam_agents import logs
 from ibeam_agents.credentials import read_secret
@@ -50,6 +53,10 @@ TWO_FA_HANDLERS = {
 TRUE_WORDS = ("y", "yes", "t", "true", "on", "1")
 FALSE_WORDS = ("n", "no", "f", "false", "off", "0")
 HTTP_METHODS = ("GET", "POST", "PUT")
+# An X display: [host]:display[.screen], e.g. :99 or localhost:10.0
+_DISPLAY_REG = re.compile(r"[\w.-]*(?:/unix)?:\d+(?:\.\d+)?")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_REG = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 
 
 def default_outputs_dir() -> Path:
@@ -253,6 +260,7 @@ class _Env:
         exclusive: bool = True,
         integer: bool = False,
         unit: str = "seconds",
+        maximum: float | None = None,
     ):
         value = self.raw(name)
         if value is None:
@@ -260,6 +268,8 @@ class _Env:
         kind = "a whole number" if integer else "a number"
         relation = "greater than" if exclusive else "at least"
         accepted = f"{kind} of {unit} {relation} {minimum:g}"
+        if maximum is not None:
+            accepted = f"{kind} from {minimum:g} to {maximum:g}"
         try:
             number = int(value) if integer else float(value)
         except ValueError:
@@ -267,6 +277,8 @@ class _Env:
         if number != number or number in (float("inf"), float("-inf")):
             raise ConfigError(f"{name} must be {accepted}: got {value!r}")
         if number < minimum or (exclusive and number == minimum):
+            raise ConfigError(f"{name} must be {accepted}: got {value!r}")
+        if maximum is not None and number > maximum:
             raise ConfigError(f"{name} must be {accepted}: got {value!r}")
         return number
 
@@ -314,6 +326,34 @@ class _Env:
         if value is None:
             return None if default is None else Path(default)
         return Path(value).expanduser()
+
+    def directory(
+        self, name: str, default: str | Path | None, *, writable: bool = False
+    ) -> Path | None:
+        """A directory setting: it may not exist yet, but must not be a file."""
+        path = self.path(name, default)
+        if path is None or not path.exists():
+            return path
+        if not path.is_dir():
+            raise ConfigError(f"{name} must be a directory: got '{path}', a file")
+        if writable and not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"{name} must be a directory this user can write: got '{path}'; "
+                "fix its owner or mode, or point it elsewhere"
+            )
+        return path
+
+    def host(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOST_REG.fullmatch(value) or len(value) > 253:
+                raise ConfigError(
+                    f"{name} must be an address such as 127.0.0.1 or 0.0.0.0, or a "
+                    f"host name: got {value!r}"
+                ) from None
+        return value
 
 
 def _locator(env: _Env, name: str) -> str | None:
@@ -435,6 +475,14 @@ def _two_fa_pieces(env: _Env, handler: str | None, fields_: dict) -> None:
                 f"IBEAM_TWO_FA_HANDLER={handler} needs {variable}; set it "
                 f"(or {variable}_FILE where it is a secret)"
             )
+    if handler == "CUSTOM_HANDLER":
+        module = fields_["custom_two_fa_handler"].rpartition(".")[0]
+        path = Path(fields_["inputs_dir"]) / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            raise ConfigError(
+                f"IBEAM_CUSTOM_TWO_FA_HANDLER names {module}, but {path} does not "
+                "exist; put the module in IBEAM_INPUTS_DIR or fix the setting"
+            )
 
 
 def _supervisor_url(env: _Env) -> str | None:
@@ -449,12 +497,49 @@ def _supervisor_url(env: _Env) -> str | None:
 
 def _ca_cert(env: _Env) -> Path | None:
     path = env.path("IBEAM_GATEWAY_CA_CERT", None)
-    if path is not None and not path.is_file():
+    if path is None:
+        return None
+    if not path.is_file():
         raise ConfigError(
             f"IBEAM_GATEWAY_CA_CERT must name a PEM certificate file: got '{path}', "
             "which does not exist"
         )
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(
+            f"IBEAM_GATEWAY_CA_CERT names '{path}', which cannot be read "
+            f"({exc.strerror}); fix its mode or owner"
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"IBEAM_GATEWAY_CA_CERT must name a PEM certificate file: '{path}' "
+            "holds no certificate (-----BEGIN CERTIFICATE-----)"
+        ) from exc
     return path
+
+
+def _display(env: _Env) -> str | None:
+    value = env.text("IBEAM_DISPLAY")
+    if value is not None and not _DISPLAY_REG.fullmatch(value):
+        raise ConfigError(
+            f"IBEAM_DISPLAY must be an X display such as :99: got {value!r}"
+        )
+    return value
+
+
+def _two_fa_command(env: _Env) -> str | None:
+    """The command's words are split as the login will split them (no shell)."""
+    value = env.text("IBEAM_TWO_FA_COMMAND")
+    if value is None:
+        return None
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"IBEAM_TWO_FA_COMMAND cannot be split into words ({exc}); check its quotes"
+        ) from None
+    return value
 
 
 def _base_url(env: _Env) -> str | None:
@@ -495,7 +580,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     _secrets_source(env)
     handler = _two_fa_handler(env)
     values: dict[str, Any] = dict(
-        gateway_dir=env.path("IBEAM_GATEWAY_DIR", DEFAULT_GATEWAY_DIR),
+        gateway_dir=env.directory("IBEAM_GATEWAY_DIR", DEFAULT_GATEWAY_DIR),
         chrome_driver_path=env.text(
             "IBEAM_CHROME_DRIVER_PATH", "/usr/bin/chromedriver"
         ),
@@ -523,8 +608,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         success_el_text=_success_text(env),
         maintenance_interval=env.number("IBEAM_MAINTENANCE_INTERVAL", 60.0),
         log_level=_log_level(env),
-        inputs_dir=env.path("IBEAM_INPUTS_DIR", DEFAULT_INPUTS_DIR),
-        health_server_host=env.text("IBEAM_HEALTH_SERVER_HOST", "127.0.0.1"),
+        inputs_dir=env.directory("IBEAM_INPUTS_DIR", DEFAULT_INPUTS_DIR),
+        health_server_host=env.host("IBEAM_HEALTH_SERVER_HOST", "127.0.0.1"),
         health_server_port=env.number(
             "IBEAM_HEALTH_SERVER_PORT",
             5001,
@@ -532,6 +617,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             exclusive=False,
             integer=True,
             unit="port",
+            maximum=65535,
         ),
         max_failed_auth=env.number(
             "IBEAM_MAX_FAILED_AUTH",
@@ -546,7 +632,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trading_mode=_trading_mode(env),
         two_fa_handler=handler,
         totp_secret=_totp_secret(environ),
-        two_fa_command=env.text("IBEAM_TWO_FA_COMMAND"),
+        two_fa_command=_two_fa_command(env),
         external_request_url=env.url(
             "IBEAM_EXTERNAL_REQUEST_URL", ("http", "https"), secret=True
         ),
@@ -588,10 +674,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gateway_memory_limit_mb=env.number(
             "IBEAM_GATEWAY_MEMORY_LIMIT_MB", None, unit="MiB"
         ),
-        display=env.text("IBEAM_DISPLAY"),
+        display=_display(env),
         ui_scaling=env.number("IBEAM_UI_SCALING", 1.0, unit="times"),
     )
-    outputs = env.path("IBEAM_OUTPUTS_DIR", None)
+    outputs = env.directory("IBEAM_OUTPUTS_DIR", None, writable=True)
     if outputs is not None:
         values["outputs_dir"] = outputs
     if values["backoff_min"] > values["backoff_max"]:

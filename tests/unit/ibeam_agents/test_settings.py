@@ -93,7 +93,11 @@ def test_derive_base_url_without_conf_is_the_default(tmp_path):
         ("IBEAM_MAINTENANCE_INTERVAL", "nan", "number"),
         ("IBEAM_MAX_FAILED_AUTH", "0", "at least 1"),
         ("IBEAM_MAX_FAILED_AUTH", "2.5", "whole number"),
-        ("IBEAM_HEALTH_SERVER_PORT", "-1", "at least 0"),
+        ("IBEAM_HEALTH_SERVER_PORT", "-1", "from 0 to 65535"),
+        ("IBEAM_HEALTH_SERVER_PORT", "65536", "from 0 to 65535"),
+        ("IBEAM_HEALTH_SERVER_HOST", "not a host!", "address"),
+        ("IBEAM_DISPLAY", "display99", "X display"),
+        ("IBEAM_TWO_FA_COMMAND", "'unbalanced", "quotes"),
         ("IBEAM_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("IBEAM_TRADING_MODE", "demo", "live, paper"),
         ("IBEAM_START_ACTIVE", "maybe", "true or false"),
@@ -253,3 +257,26 @@ def test_settings_constructed_directly_for_the_library(gw):
     s = Settings(gateway_dir=gw, maintenance_interval=5)
     assert s.base_url == "https://localhost:5000"
     assert s.with_changes(maintenance_interval=1).maintenance_interval == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["IBEAM_GATEWAY_DIR", "IBEAM_INPUTS_DIR", "IBEAM_OUTPUTS_DIR"]
+)
+def test_settings_directory_that_is_a_file_is_refused(gw, tmp_path, name):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    message = _error(gw, **{name: str(a_file)})
+    assert name in message and "must be a directory" in message
+
+
+def test_settings_ca_cert_without_a_certificate_is_refused(gw, tmp_path):
+    pem = tmp_path / "ca.pem"
+    pem.write_text("not a certificate\n")
+    assert "holds no certificate" in _error(gw, IBEAM_GATEWAY_CA_CERT=str(pem))
+
+
+def test_settings_custom_handler_module_must_exist(gw, tmp_path):
+    message = _error(
+        gw, IBEAM_TWO_FA_HANDLER="CUSTOM_HANDLER", IBEAM_INPUTS_DIR=str(tmp_path)
+    )
+    assert "custom_two_fa_handler.py does not exist" in message
