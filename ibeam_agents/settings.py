@@ -421,14 +421,15 @@ def _totp_secret(environ: Mapping[str, str]) -> str | None:
         raise ConfigError(
             "IBEAM_TOTP_SECRET and IBEAM_PYOTP_SECRET are both set; keep only one"
         )
+    name = "IBEAM_TOTP_SECRET" if secret else "IBEAM_PYOTP_SECRET"
     secret = secret or alias
     if secret is None:
         return None
     compact = secret.replace(" ", "").upper()
     if not compact or not re.fullmatch(r"[A-Z2-7]+=*", compact):
         raise ConfigError(
-            "IBEAM_TOTP_SECRET must be the base32 secret shown when the "
-            "authenticator was set up (letters A-Z and digits 2-7)"
+            f"{name} must be the base32 secret shown when the authenticator was "
+            "set up (letters A-Z and digits 2-7)"
         )
     return compact
 
