@@ -4,7 +4,10 @@ Run as ``python -m ibeam_agents init`` by the image's entrypoint and by the demo
 before supervisord starts the gateway.  It
 
 1. takes ``conf.yaml`` from the inputs dir when there is one (it wins, as in the
-   original IBeam), or renders ``templates/conf.yaml.j2`` from the environment;
+   original IBeam), or renders ``templates/conf.yaml.j2`` from the environment,
+   and says which; a conf.yaml left where it is not read (a sub-folder of the
+   inputs dir, the gateway dir's top, a misspelt name) or a hand-edited
+   ``root/conf.yaml`` that is about to be replaced is named in a warning;
 2. installs certificates from the inputs dir (a PEM pair, or IBeam's
    ``cacert.jks`` + ``cacert.pem``) and wires ``sslCert``/``sslPwd``;
 3. lints the result (see ``conflint``) and prints the effective file;
@@ -17,6 +20,7 @@ Bad input ends it with one line naming the input and the fix, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import logging
@@ -56,6 +60,13 @@ DEFAULT_ALLOW = (
 DEFAULT_SSL_CERT = "vertx.jks"
 DEFAULT_SSL_PWD = "mywebapi"
 CONF_NAME = "conf.yaml"
+# sha256 of the root/conf.yaml the init step wrote last, to notice hand edits.
+MARK_NAME = ".ibeam-init.sha256"
+# Names people give conf.yaml by mistake (compared in lower case).
+MISNAMED = ("conf.yml", "conf.yaml.txt", "conf.yaml.yaml", "config.yaml", "config.yml")
+# IBKR's shipped root/conf.yaml, as far as the init step cares.
+STOCK_LISTEN_PORT = 5000
+STOCK_IPS = {"allow": ["192.*", "131.216.*", "127.0.0.1"], "deny": ["212.90.324.10"]}
 TEMPLATE_NAME = "conf.yaml.j2"
 TEMPLATE_DIRS = (
     Path(__file__).resolve().parent.parent / "templates",
@@ -112,6 +123,7 @@ def run(
             "the unzipped clientportal.gw (the directory holding bin/run.sh)"
         )
     plan = make_plan(inputs_dir=inputs_dir, environ=environ)
+    plan.notes.extend(misplaced_notes(inputs_dir, gateway_dir, plan))
     for note in plan.notes:
         log.warning("%s", note)
     log.info("conf.yaml from %s; effective %s:", plan.conf_source, root / CONF_NAME)
@@ -159,6 +171,7 @@ def write_plan(
             exports["IBEAM_GATEWAY_CA_CERT"] = str(ca_path)
         log.info("TLS certificate from %s installed", plan.tls.origin)
     write_atomic(root / CONF_NAME, plan.conf_text.encode(), mode=0o600)
+    write_atomic(root / MARK_NAME, _digest(plan.conf_text).encode(), mode=0o600)
     if agent_env is not None:
         write_atomic(agent_env, render_exports(exports).encode(), mode=0o600)
 
@@ -197,6 +210,78 @@ def render_conf(
         allow=allow,
         deny=deny,
     )
+
+
+def misplaced_notes(inputs_dir: Path, gateway_dir: Path, plan: Plan) -> list[str]:
+    """Warnings for conf.yaml files the gateway will not get, naming each one."""
+    used = inputs_dir / CONF_NAME
+    notes = [
+        f"{path} is not read: the init step takes conf.yaml only from {used} "
+        "(then the IBEAM_GATEWAY_* settings); move it there"
+        for path in _stray_confs(inputs_dir, gateway_dir)
+    ]
+    edited = _hand_edit(gateway_dir / "root", plan)
+    if edited:
+        notes.append(
+            f"{gateway_dir / 'root' / CONF_NAME} {edited}; it is replaced by the "
+            f"conf.yaml from {plan.conf_source}: put yours in {used} to keep it"
+        )
+    return notes
+
+
+def _stray_confs(inputs_dir: Path, gateway_dir: Path) -> list[Path]:
+    """conf.yaml look-alikes in places the init step does not read."""
+    found: list[Path] = []
+    if inputs_dir.is_dir():
+        for path in sorted(inputs_dir.iterdir()):
+            lower = path.name.lower()
+            misnamed = lower in MISNAMED or (
+                lower == CONF_NAME and path.name != CONF_NAME
+            )
+            if path.is_file() and misnamed:
+                found.append(path)
+        for pattern in ("*/conf.y*ml", "*/*/conf.y*ml"):
+            found += [
+                path
+                for path in sorted(inputs_dir.glob(pattern))
+                if not any(part.startswith(".") for part in path.parts[-3:-1])
+            ]
+    found += [
+        path
+        for path in (gateway_dir / CONF_NAME, gateway_dir / "bin" / CONF_NAME)
+        if path.is_file()
+    ]
+    return found
+
+
+def _hand_edit(root: Path, plan: Plan) -> str | None:
+    """Why root/conf.yaml looks hand-made, or None (ours, IBKR's, or identical)."""
+    try:
+        text = (root / CONF_NAME).read_text()
+    except (OSError, UnicodeError):
+        return None
+    if text == plan.conf_text:
+        return None
+    try:
+        mark = (root / MARK_NAME).read_text().strip()
+    except OSError:
+        mark = None
+    if mark is not None:
+        return None if mark == _digest(text) else "was edited after the init step"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return "is not IBKR's file nor one the init step wrote"
+    if isinstance(data, dict) and (
+        data.get("listenPort", STOCK_LISTEN_PORT) == STOCK_LISTEN_PORT
+        and data.get("ips") == STOCK_IPS
+    ):
+        return None
+    return "is not IBKR's file nor one the init step wrote"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def template_dirs() -> list[Path]:
