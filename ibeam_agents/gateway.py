@@ -445,7 +445,16 @@ class SupervisorGateway:
                     f"IBEAM_SUPERVISOR_PROGRAM={self.program} is not a program of "
                     f"the supervisord at {self.url}; set it to the gateway's name"
                 ) from fault
-            raise
+            if fault.faultCode == Faults.SHUTDOWN_STATE:
+                # supervisord stops everything; our own SIGTERM is on its way.
+                raise SupervisorError(
+                    f"supervisord at {self.url} is shutting down; {method} refused"
+                ) from fault
+            if method in ("startProcess", "stopProcess"):
+                raise  # the caller knows which of these faults are harmless
+            raise SupervisorError(
+                f"supervisord refused {method}: {fault.faultString}"
+            ) from fault
         except (OSError, xmlrpc.client.ProtocolError) as exc:
             raise SupervisorError(
                 f"supervisord at {self.url} did not answer {method} ({exc}); "

@@ -84,6 +84,8 @@ class _FakeSupervisor:
         self.pid = 4242
 
     def getProcessInfo(self, name):  # noqa: N802
+        if self.state == "SHUTDOWN":
+            raise xmlrpc.client.Fault(Faults.SHUTDOWN_STATE, "SHUTDOWN_STATE")
         if name != "gateway":
             raise xmlrpc.client.Fault(Faults.BAD_NAME, f"BAD_NAME: {name}")
         pid = self.pid if self.state == "RUNNING" else 0
@@ -146,3 +148,35 @@ def test_supervisor_gateway_unreachable_is_a_supervisor_error(tmp_path):
     gateway = SupervisorGateway(f"unix://{tmp_path}/missing.sock", port=1, timeout=1)
     with pytest.raises(SupervisorError, match="IBEAM_SUPERVISOR_URL"):
         gateway.state()
+
+
+def test_supervisor_shutting_down_is_a_supervisor_error(fake_supervisor):
+    fake, url = fake_supervisor
+    fake.state = "SHUTDOWN"
+    gateway = SupervisorGateway(url, "gateway", port=1)
+    with pytest.raises(SupervisorError, match="shutting down"):
+        gateway.pid()
+
+
+def test_supervisor_foreign_listener_outside_the_program_tree(
+    fake_supervisor, listener
+):
+    fake, url = fake_supervisor
+    fake.pid = 999_999_999  # a program that is not the listener
+    gateway = SupervisorGateway(url, "gateway", port=1, listen_port=listener)
+    holder = gateway.foreign_listener()
+    assert holder is not None and f"pid {os.getpid()}" in holder
+    fake.pid = os.getpid()
+    assert gateway.foreign_listener() is None
+
+
+def test_make_gateway_takes_the_listen_port_from_conf_yaml(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "conf.yaml").write_text("listenPort: 5055\n")
+    settings = Settings(
+        gateway_dir=tmp_path,
+        outputs_dir=tmp_path,
+        gateway_base_url="https://127.0.0.1:6000",
+    )
+    gateway = make_gateway(settings)
+    assert gateway.port == 6000 and gateway.listen_port == 5055
