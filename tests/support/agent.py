@@ -199,7 +199,11 @@ class AgentProcess:
 
 @contextlib.contextmanager
 def running_sim(
-    tmp_path: Path, *, accounts: list[dict] | None = None, **faults: Any
+    tmp_path: Path,
+    *,
+    accounts: list[dict] | None = None,
+    conf_overrides: dict[str, Any] | None = None,
+    **faults: Any,
 ) -> Iterator[SimGateway]:
     """A simulator started by the test (fast auth unless faults say otherwise).
 
@@ -208,7 +212,9 @@ def running_sim(
     """
     require_binaries("chromium", "chromedriver", "Xvfb")
     knobs = {"auth_delay_ms": 300, **faults}
-    sim = SimGateway(tmp_path / "gw", accounts=accounts, faults=knobs)
+    sim = SimGateway(
+        tmp_path / "gw", accounts=accounts, faults=knobs, conf_overrides=conf_overrides
+    )
     sim.install().start()
     try:
         yield sim
