@@ -4,7 +4,7 @@
 IMAGE ?= ibeam-appliance
 TAG ?= latest
 
-.PHONY: demo test build build-sim run lint bench clean
+.PHONY: demo test build build-sim run lint bench soak clean
 
 ## demo: the whole appliance on this machine (simulator as gateway, demo account), foreground
 demo:
@@ -33,6 +33,10 @@ lint:
 ## bench: benchmarks against the simulator
 bench:
 	scripts/bench.sh
+
+## soak: a 10-minute soak with random faults (SOAK_ARGS="--seed 7 --duration 1800")
+soak:
+	scripts/soak.sh $(SOAK_ARGS)
 
 ## clean: remove the demo's files
 clean:
