@@ -35,7 +35,7 @@ WEIGHTS = {
     "unrecognised_page": 0.5,
     "promo": 0.7,
     "spurious_bad_password": 0.5,
-    "nightly_reset": 0.8,
+    "nightly_reset": 1.5,
 }
 
 
