@@ -217,7 +217,7 @@ def misplaced_notes(inputs_dir: Path, gateway_dir: Path, plan: Plan) -> list[str
     used = inputs_dir / CONF_NAME
     notes = [
         f"{path} is not read: the init step takes conf.yaml only from {used} "
-        "(then the IBEAM_GATEWAY_* settings); move it there"
+        "(else it renders one from the environment); move it there"
         for path in _stray_confs(inputs_dir, gateway_dir)
     ]
     edited = _hand_edit(gateway_dir / "root", plan)

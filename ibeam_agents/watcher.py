@@ -50,6 +50,7 @@ from ibeam_agents import errors
 from ibeam_agents.budget import FailureBudget
 from ibeam_agents.client import GatewayApi, Status, StatusKind
 from ibeam_agents.metrics import Metrics
+from ibeam_agents.planner import RestartPlanner
 from ibeam_agents.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,6 @@ AUTH_POLL = 0.25
 START_POLL = 0.1
 JOB_POLL = 0.25
 MAX_LOOP_WAIT = 1.0
-MEMORY_RESTART_SHARE = 0.9
-MIB = 1024 * 1024
 SHUTDOWN_LOGOUT_TIMEOUT = 3.0
 BROWSER_NAMES = ("chrom", "xvfb")
 LOST_SESSION_HINT = (
@@ -193,7 +192,6 @@ class Watcher:
         self._preflight_error: str | None = None
         self._preflight_done = False
         self._login_unconfirmed = False
-        self._memory_sample: tuple[float, int] | None = None
         self._last_check: float | None = None
         self._last_good: float | None = None
         self._last_validate: float | None = None
@@ -203,7 +201,12 @@ class Watcher:
         self._halt_reason: str | None = None
         self._misconfig: str | None = None
         self._active = True
-        self._next_restart: datetime | None = None
+        self.planner = RestartPlanner(
+            settings.restart_schedule,
+            settings.gateway_memory_limit_mb,
+            settings.maintenance_interval,
+            wall=wall,
+        )
         self._failures: collections.Counter[str] = collections.Counter()
         self._budget_view: dict[str, Any] | None = None
         self._snapshot: dict[str, Any] | None = None
@@ -217,7 +220,7 @@ class Watcher:
 
     def begin(self, *, maintain_only: bool = False) -> None:
         """Pick the first state: paused, a first check later (-m), or start now."""
-        self._plan_restart()
+        self.planner.plan()
         self._publish_budget(self.budget.state())
         if not self.settings.start_active:
             self._active = False
@@ -386,7 +389,7 @@ class Watcher:
 
     def step_ready(self) -> State:
         """Maintenance: tickle, renew SSO when due, watch memory and the schedule."""
-        planned = self._planned_restart_due() or self._memory_restart_due()
+        planned = self.planner.schedule_due() or self._memory_restart_due()
         if planned:
             return self._restart(planned)
         status = self._check(self.api.tickle)
@@ -483,7 +486,7 @@ class Watcher:
             return self._gateway_problem(exc)
         self.metrics.gateway_restarts.labels(reason=self._restart_label(reason)).inc()
         self._ladder.restart_done = True
-        self._memory_sample = None
+        self.planner.forget_memory()
         self._start_deadline = self._clock() + self.settings.gateway_startup
         self._reason = "gateway restarted"
         self._wake(0)
@@ -491,7 +494,7 @@ class Watcher:
 
     def step_degraded(self) -> State:
         """5xx or no answer: wait for the grace before restarting the gateway."""
-        planned = self._planned_restart_due()
+        planned = self.planner.schedule_due()
         if planned:
             return self._restart(planned)
         status = self._check(self.api.tickle)
@@ -748,23 +751,6 @@ class Watcher:
                 return label
         return "recovery"
 
-    def _planned_restart_due(self) -> str | None:
-        if self._next_restart is None:
-            return None
-        now = datetime.fromtimestamp(self._wall(), UTC)
-        if now < self._next_restart:
-            return None
-        self._plan_restart()
-        return "planned restart (IBEAM_RESTART_SCHEDULE)"
-
-    def _plan_restart(self) -> None:
-        schedule = self.settings.restart_schedule
-        if not schedule:
-            return
-        now = datetime.fromtimestamp(self._wall(), UTC)
-        self._next_restart = schedule.next_after(now)
-        log.info("next planned gateway restart: %s", schedule.describe_next(now))
-
     def _memory_restart_due(self) -> str | None:
         try:
             used = self.gateway.memory_bytes()
@@ -773,30 +759,7 @@ class Watcher:
         if used is None:
             return None
         self.metrics.gateway_memory.set(used)
-        now = self._clock()
-        previous, self._memory_sample = self._memory_sample, (now, used)
-        limit_mb = self.settings.gateway_memory_limit_mb
-        if not limit_mb:
-            return None
-        limit = limit_mb * MIB
-        usage = (
-            f"the gateway uses {used / MIB:.0f} MiB of its {limit_mb:g} MiB limit "
-            "(IBEAM_GATEWAY_MEMORY_LIMIT_MB)"
-        )
-        if used >= MEMORY_RESTART_SHARE * limit:
-            return f"planned memory restart: {usage}"
-        if previous is None or now <= previous[0] or used <= previous[1]:
-            return None
-        # Growing fast enough to pass the limit before the check after next:
-        # restart now, while the agent is idle, not at the kernel's moment.
-        rate = (used - previous[1]) / (now - previous[0])
-        horizon = 2 * self.settings.maintenance_interval
-        if used + rate * horizon < limit:
-            return None
-        return (
-            f"planned memory restart: {usage} and grows {rate * 60 / MIB:.0f} MiB "
-            "a minute"
-        )
+        return self.planner.memory_due(used, self._clock())
 
     # -- login ----------------------------------------------------------------
 

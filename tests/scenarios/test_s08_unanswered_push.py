@@ -28,7 +28,7 @@ PUSH_USER = {
     "totp_secret": None,
     "account_id": "U7654321",
 }
-BACKOFF_MAX = 4
+BACKOFF_MAX = 3
 SETTINGS = {
     "IBEAM_TWO_FA_HANDLER": "IBKEY_PUSH",
     "IBEAM_TWO_FA_TIMEOUT": "4",

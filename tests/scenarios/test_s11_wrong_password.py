@@ -21,7 +21,7 @@ pytestmark = pytest.mark.scenario
 
 no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 
-QUIET = 3.0  # seconds of watching that nothing more is tried (intervals are 1 s)
+QUIET = 2.0  # seconds of watching that nothing more is tried (intervals are 1 s)
 
 
 def _reset_failures(env: dict[str, str]):

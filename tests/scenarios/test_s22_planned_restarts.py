@@ -35,7 +35,7 @@ no_browser_left = pytest.fixture(autouse=True)(browser_guard)
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
 PLANNED = 'ibeam_gateway_restarts_total{reason="planned"}'
-LEAD = 25  # seconds from starting the agent to the planned restart
+LEAD = 22  # seconds from starting the agent to the planned restart
 
 
 def _berlin_times(log: str, needle: str) -> list[float]:

@@ -377,7 +377,7 @@ def test_watcher_planned_restart_once_per_occurrence(make_rig):
     schedule = parse_schedule("12:00", "UTC")
     rig = _started(make_rig(restart_schedule=schedule), K.AUTHENTICATED, running=True)
     rig.until_state(S.READY)
-    next_at = rig.watcher._next_restart.timestamp()
+    next_at = rig.watcher.planner.next_restart.timestamp()
     rig.clock.now = next_at - 1_800_000_000.0 + 1
     rig.until_state(S.RESTARTING)
     rig.until_state(S.READY)
