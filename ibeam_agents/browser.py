@@ -81,6 +81,11 @@ DRIVER_START_TIMEOUT = 10.0
 CERT_TIMEOUT = 10.0
 X_LOCK_DIR = Path("/tmp")
 X_SOCKET_DIR = Path("/tmp/.X11-unix")
+# Chromium's $TMPDIR inside the profile, and the longest temporary dir that
+# leaves its socket path (TMPDIR/.org.chromium.Chromium.XXXXXX/SingletonSocket)
+# inside the 108 bytes a Unix socket allows.
+BROWSER_TMP = ".t"
+MAX_TEMP_BASE = 32
 X_SERVER_NAMES = ("Xvfb", "Xorg", "X", "Xvnc", "Xephyr", "Xwayland", "Xtigervnc")
 
 # Flags Chromium needs to start and stay quiet in a container on a closed network.
@@ -504,11 +509,28 @@ def _browser_env(display: str, profile: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(SELENIUM_OFFLINE_ENV)
     env["DISPLAY"] = display
-    # Keep ~/.pki, ~/.cache and friends inside the profile we delete afterwards.
+    # Keep ~/.pki, ~/.cache, Chromium's temporary files (its shared memory
+    # files, given --disable-dev-shm-usage) and its singleton socket inside the
+    # profile we delete afterwards.
     env["HOME"] = profile
     env["XDG_CONFIG_HOME"] = os.path.join(profile, ".config")
     env["XDG_CACHE_HOME"] = os.path.join(profile, ".cache")
+    env["TMPDIR"] = os.path.join(profile, BROWSER_TMP)
+    os.makedirs(env["TMPDIR"], mode=0o700, exist_ok=True)
     return env
+
+
+def _temp_base() -> str:
+    """Where the attempt's profile goes: the temporary dir, unless its path is long.
+
+    Chromium puts its singleton socket under $TMPDIR, and a Unix socket path
+    must fit in 108 bytes; past that Chromium hangs for a minute and exits.
+    """
+    base = tempfile.gettempdir()
+    if len(base) <= MAX_TEMP_BASE or not os.access("/tmp", os.W_OK | os.X_OK):
+        return base
+    log.debug("browser: temporary dir %s is too long for Chromium; using /tmp", base)
+    return "/tmp"
 
 
 def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | None):
@@ -587,7 +609,9 @@ def open_browser(options: LoginOptions, *, spki: str | None = None) -> Iterator[
     _check_executable(
         options.chrome_driver_path, "chromedriver", "IBEAM_CHROME_DRIVER_PATH"
     )
-    session = BrowserSession(profile=tempfile.mkdtemp(prefix="ibeam-chrome-"))
+    session = BrowserSession(
+        profile=tempfile.mkdtemp(prefix="ibeam-chrome-", dir=_temp_base())
+    )
     try:
         session.display = acquire_display(options.display)
         driver = _start_driver(session, options, spki)

@@ -195,6 +195,24 @@ def test_browser_env_keeps_home_inside_profile(tmp_path):
     assert env["DISPLAY"] == ":7"
     assert env["HOME"] == str(tmp_path)
     assert env["SE_OFFLINE"] == "true"
+    assert env["TMPDIR"] == str(tmp_path / browser.BROWSER_TMP)
+    assert (tmp_path / browser.BROWSER_TMP).is_dir()
+
+
+def test_profile_base_avoids_a_temp_dir_too_long_for_sockets(monkeypatch):
+    monkeypatch.setattr(browser.tempfile, "gettempdir", lambda: "/tmp/short")
+    assert browser._temp_base() == "/tmp/short"
+    long_dir = "/tmp/" + "x" * 60
+    monkeypatch.setattr(browser.tempfile, "gettempdir", lambda: long_dir)
+    assert browser._temp_base() == "/tmp"
+    # Chromium's socket path must fit the 108 bytes of a Unix socket address.
+    socket_path = (
+        "/tmp"
+        + "/ibeam-chrome-xxxxxxxx/"
+        + browser.BROWSER_TMP
+        + "/.org.chromium.Chromium.XXXXXX/SingletonSocket"
+    )
+    assert len(socket_path) - len("/tmp") + browser.MAX_TEMP_BASE < 108
 
 
 # --- X display ------------------------------------------------------------------
