@@ -14,6 +14,7 @@ is ever opened.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("selenium").setLevel(logging.WARNING)
 
 WINDOW_SIZE = (1280, 1024)
+# Page dumps kept in the outputs dir (each a screenshot and an HTML file).
+MAX_DUMPS = 20
+DUMP_SUFFIXES = (".png", ".html")
 VERSION_TIMEOUT = 20.0
 DRIVER_START_TIMEOUT = 10.0
 CERT_TIMEOUT = 10.0
@@ -781,4 +785,21 @@ class SeleniumPage:
             log.warning("login page: could not save the page: %s", err)
             return []
         log.warning("login page: saved %s and %s (secrets removed)", png, page)
+        prune_dumps(Path(outputs_dir))
         return [str(png), str(page)]
+
+
+def prune_dumps(outputs_dir: Path, keep: int = MAX_DUMPS) -> None:
+    """Delete all but the newest `keep` page dumps (screenshot and HTML pairs).
+
+    A page that stays unrecognised for weeks is dumped at every attempt; the
+    newest few say all there is to say, and the disk must not fill up.
+    """
+    dumps = sorted(
+        (path for path in outputs_dir.glob("login-*") if path.suffix in DUMP_SUFFIXES),
+        key=lambda path: path.name.rsplit("-", 2)[-2:],
+        reverse=True,
+    )
+    for path in dumps[keep * len(DUMP_SUFFIXES) :]:
+        with contextlib.suppress(OSError):
+            path.unlink()

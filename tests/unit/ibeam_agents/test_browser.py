@@ -377,3 +377,16 @@ def test_redact_covers_encoded_forms():
 
 def test_redact_ignores_empty_secrets():
     assert browser.redact("abc", ["", "b"]) == "a[redacted]c"
+
+
+def test_prune_dumps_keeps_the_newest_pairs(tmp_path):
+    for minute in range(25):
+        for suffix in (".png", ".html"):
+            label = "unknown" if minute % 2 else "error_other"
+            (tmp_path / f"login-{label}-20260501-10{minute:02d}00{suffix}").touch()
+    (tmp_path / "failure-budget.json").touch()
+    browser.prune_dumps(tmp_path, keep=20)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 41 and "failure-budget.json" in left
+    assert not any("-100400" in name for name in left)
+    assert any("-102400" in name for name in left)
