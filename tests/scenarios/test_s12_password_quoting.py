@@ -86,7 +86,7 @@ def test_s12_env_file_reader_matches_the_container_engine(tmp_path):
     require(engine is not None, "no container engine (podman or docker)")
     image = "debian:bookworm-slim"
     present = subprocess.run(
-        [engine, "image", "exists", image], capture_output=True, timeout=60
+        [engine, "image", "inspect", image], capture_output=True, timeout=60
     )
     require(present.returncode == 0, f"base image {image} is not present")
     env_file = tmp_path / "env.list"
