@@ -36,7 +36,8 @@ DEFAULT_ROUNDS = 5
 DEFAULT_IDLE = 60.0
 DEFAULT_INTERVAL = 10.0
 QUICK_IDLE = 10.0
-LOAD_WAIT_LIMIT = 1800.0
+DEFAULT_LOAD_WAIT = 7200.0
+LOAD_POLL = 30.0
 NEEDED = ("/usr/bin/chromium", "/usr/bin/chromedriver")
 
 
@@ -107,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOAD",
         help="before each round, wait until the 1-minute load average is at most LOAD",
     )
+    parser.add_argument(
+        "--wait-load-max",
+        type=float,
+        default=DEFAULT_LOAD_WAIT,
+        metavar="SECONDS",
+        help="give up waiting for the load after this long and run the round "
+        f"anyway, saying so (default {DEFAULT_LOAD_WAIT:g})",
+    )
     return parser
 
 
@@ -128,6 +137,10 @@ def resolve(options: argparse.Namespace) -> argparse.Namespace:
         )
     if options.idle < 3:
         raise UsageError(f"--idle must be at least 3 seconds: got {options.idle:g}")
+    if options.wait_load_max < 0:
+        raise UsageError(
+            f"--wait-load-max must not be negative: got {options.wait_load_max:g}"
+        )
     if options.wait_load is not None and options.wait_load <= 0:
         raise UsageError(f"--wait-load must be positive: got {options.wait_load:g}")
     return options
@@ -193,8 +206,8 @@ def _rounds(options, keepers: list[Keeper], workdir: Path) -> BenchResult:
     floors: list[Floor] = []
     orders = []
     for number in range(1, options.rounds + 1):
-        _wait_for_load(options.wait_load)
-        loads.append(f"round {number}: {machine.load_average()}")
+        note = _wait_for_load(options.wait_load, options.wait_load_max)
+        loads.append(f"round {number}: {machine.load_average()}{note}")
         log.info("round %d of %d", number, options.rounds)
         floor = _floor(workdir / f"r{number}-floor")
         if floor is not None:
@@ -238,13 +251,20 @@ def _floor(root: Path) -> Floor | None:
     return floor
 
 
-def _wait_for_load(limit: float | None) -> None:
+def _wait_for_load(limit: float | None, longest: float) -> str:
+    """Wait for a quiet machine; return a note when the wait was given up."""
     if limit is None:
-        return
-    deadline = time.monotonic() + LOAD_WAIT_LIMIT
-    while os.getloadavg()[0] > limit and time.monotonic() < deadline:
+        return ""
+    deadline = time.monotonic() + longest
+    while os.getloadavg()[0] > limit:
+        if time.monotonic() >= deadline:
+            log.warning(
+                "load still above %g after %g s; running anyway", limit, longest
+            )
+            return f" (still above {limit:g} after waiting {longest:g} s)"
         log.info("load %s above %g; waiting", machine.load_average(), limit)
-        time.sleep(30)
+        time.sleep(LOAD_POLL)
+    return ""
 
 
 def _now() -> str:
