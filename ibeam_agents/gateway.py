@@ -328,7 +328,18 @@ class StandaloneGateway:
 
     def restart(self) -> None:
         self.stop()
+        self._wait_port_released()
         self.start()
+
+    def _wait_port_released(self) -> None:
+        """Give the stopped gateway's listening socket a moment to disappear.
+
+        The kernel and /proc may still list it for an instant after the process
+        is gone, which would read as a port held by a hidden process.
+        """
+        deadline = self._clock() + self.stop_grace
+        while _listeners(self.listen_port) and self._clock() < deadline:
+            self._sleep(READY_POLL)
 
     def _targets(self) -> list[psutil.Process]:
         procs: dict[int, psutil.Process] = {}

@@ -480,11 +480,11 @@ class Watcher:
 
     def step_restarting(self) -> State:
         reason = self._reason
+        self.metrics.gateway_restarts.labels(reason=self._restart_label(reason)).inc()
         try:
             self.gateway.restart()
         except errors.AgentError as exc:
             return self._gateway_problem(exc)
-        self.metrics.gateway_restarts.labels(reason=self._restart_label(reason)).inc()
         self._ladder.restart_done = True
         self.planner.forget_memory()
         self._start_deadline = self._clock() + self.settings.gateway_startup
