@@ -81,7 +81,10 @@ def compute(result: dict, options) -> Figures:
         ready_share=round(share, 4),
         longest_outage_s=round(longest, 1),
         outages=stretches,
-        full_logins=int(sum(by_outcome.values())),
+        # NeverAuthenticated is recorded again for a login already counted.
+        full_logins=int(
+            sum(by_outcome.values()) - by_outcome.get("NeverAuthenticated", 0)
+        ),
         logins_by_outcome=by_outcome,
         login_attempts_seen_by_gateway=samples.sim_totals.get("login_attempts", 0),
         second_factor_prompts=samples.sim_totals.get("codes_sent", 0)
