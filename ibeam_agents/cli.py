@@ -92,9 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reset-failures", help="refill the failure budget")
     status = sub.add_parser("status", help="print the running agent's status")
     status.add_argument("--url", help="health server URL (default from the settings)")
-    init = sub.add_parser("init", help="appliance init step", add_help=False)
-    init.add_argument("init_args", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands `init` and all that follows to the init
+    # step's own parser, since argparse cannot pass options through a subparser.
+    sub.add_parser("init", help="appliance init step", add_help=False)
     return parser
+
+
+#: options of `ibeam` that may come before a subcommand
+GLOBAL_FLAGS = ("-v", "--verbose")
+
+
+def split_init(argv: Sequence[str]) -> list[str] | None:
+    """Return the init step's arguments when argv runs `ibeam init`, else None."""
+    for index, arg in enumerate(argv):
+        if arg == "init":
+            return list(argv[index + 1 :])
+        if arg not in GLOBAL_FLAGS:
+            return None
+    return None
 
 
 def _configure_logs(settings=None, verbose: bool = False) -> None:
@@ -167,7 +182,7 @@ def cmd_init(args) -> int:
         from ibeam_agents.init import main as init_main
     except ImportError as exc:
         raise AgentError(f"the init step is not installed ({exc})") from exc
-    return init_main(list(args.init_args)) or 0
+    return init_main(list(getattr(args, "init_args", []))) or 0
 
 
 def _one_call(args, settings) -> int:
@@ -238,7 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `ibeam` and `python -m ibeam_agents`."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    init_args = split_init(argv)
+    if init_args is not None:
+        verbose = len(argv) - len(init_args) > 1  # a flag came before `init`
+        args = argparse.Namespace(command="init", init_args=init_args, verbose=verbose)
+    else:
+        args = build_parser().parse_args(argv)
     _configure_logs(verbose=args.verbose)
     try:
         return dispatch(args)

@@ -76,8 +76,7 @@ ibeam_prepare_dirs() {
 # Render conf.yaml and install certificates; pass what the agent needs on.
 ibeam_init() {
 	local agent_env="$IBEAM_RUN_DIR/agent.env"
-	# the init step's own module (`ibeam init` runs the same main)
-	python -m ibeam_agents.init --agent-env "$agent_env"
+	python -m ibeam_agents init --agent-env "$agent_env"
 	# shellcheck source=/dev/null
 	. "$agent_env"
 	unset IBEAM_KEYSTORE_PASSWORD IBEAM_KEYSTORE_PASSWORD_FILE

@@ -488,7 +488,7 @@ def test_bad_input_real_process_starts_nothing(case, setup):
     before = setup.snapshot()
     argv = [sys.executable, "-m", "ibeam_agents"]
     if case.appliance:  # as image/entrypoint.sh runs it
-        argv = [sys.executable, "-m", "ibeam_agents.init", *init_argv(setup)]
+        argv = [sys.executable, "-m", "ibeam_agents", "init", *init_argv(setup)]
     with procs.tracking() as snap:
         env = setup.environ(case)
         process = subprocess.Popen(
@@ -520,17 +520,15 @@ def test_bad_input_real_process_starts_nothing(case, setup):
         assert "Traceback" not in stdout + stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.build_parser gives `init` an argparse REMAINDER after a subparser, "
-    "which refuses options: `ibeam init --gateway-dir DIR` ends in a usage error",
+@pytest.mark.parametrize(
+    "command", [["ibeam_agents", "init"], ["ibeam_agents.init"]], ids=" ".join
 )
-def test_bad_input_ibeam_init_subcommand_passes_its_options(setup):
+def test_bad_input_ibeam_init_subcommand_passes_its_options(setup, command):
     """`ibeam init` (docs/agent.md) takes the init step's options, like the module."""
     case = next(c for c in ALL_CASES if c.id == "malformed-inputs-conf-yaml")
     setup.prepare(case)
     done = subprocess.run(
-        [sys.executable, "-m", "ibeam_agents", "init", *init_argv(setup)],
+        [sys.executable, "-m", *command, *init_argv(setup)],
         cwd=REPO,
         env=setup.environ(case),
         capture_output=True,

@@ -120,3 +120,21 @@ def test_cli_errors_are_redacted(env, capsys, monkeypatch):
     monkeypatch.setattr(cli, "dispatch", boom)
     assert cli.main([]) == 2
     assert "sekrit-value" not in capsys.readouterr().err
+
+
+def test_cli_split_init_finds_the_init_subcommand():
+    assert cli.split_init(["init", "--gateway-dir", "/gw"]) == ["--gateway-dir", "/gw"]
+    assert cli.split_init(["-v", "init", "--agent-env", "f"]) == ["--agent-env", "f"]
+    assert cli.split_init(["init"]) == []
+    assert cli.split_init(["status", "init"]) is None
+    assert cli.split_init(["-a"]) is None
+    assert cli.split_init([]) is None
+
+
+def test_cli_init_passes_every_option_to_the_init_step(env, monkeypatch):
+    seen = []
+    monkeypatch.setattr("ibeam_agents.init.main", lambda argv: seen.append(argv) or 0)
+    argv = ["--gateway-dir", "/gw", "--inputs-dir", "/in", "--agent-env", "/run/a"]
+    assert cli.main(["init", *argv]) == 0
+    assert cli.main(["-v", "init", "--help"]) == 0
+    assert seen == [argv, ["--help"]]
