@@ -49,19 +49,54 @@ ibeam_check_secrets() {
 	done
 }
 
-# Remove the lock and socket of a display whose Xvfb is gone (a restarted
-# container keeps /tmp), so that Xvfb can start on it again.
+# Names an X server's process has in /proc/<pid>/comm (as ibeam_agents.browser).
+IBEAM_X_SERVERS=(Xvfb Xorg X Xvnc Xephyr Xwayland Xtigervnc)
+
+# Print the name of a live process, or nothing when the pid is gone or a zombie.
+_process_name() {
+	local pid=$1 stat
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 0
+	stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 0
+	# field 3 (after the name in parentheses) is the state; Z: exited, unreaped
+	[[ "${stat##*) }" == Z* ]] && return 0
+	cat "/proc/$pid/comm" 2>/dev/null || true
+}
+
+# Succeed when something accepts a connection on the display's socket.
+_display_socket_answers() {
+	local sock=$1 python
+	[ -S "$sock" ] || return 1
+	python="$(command -v python3 || command -v python)" || return 1
+	"$python" -c '
+import socket, sys
+with socket.socket(socket.AF_UNIX) as s:
+    s.settimeout(3)
+    s.connect(sys.argv[1])
+' "$sock" 2>/dev/null
+}
+
+# Remove the lock and socket of a display no X server holds, so that Xvfb can
+# start on it.  A restarted container keeps /tmp but not its processes: the pid
+# in the lock is then gone, or (pids count up from 1 again) another process.
 ibeam_clear_display_lock() {
 	local number="${DISPLAY#:}"
 	number="${number%%.*}"
-	local lock="/tmp/.X${number}-lock" pid
+	local lock="/tmp/.X${number}-lock" sock="/tmp/.X11-unix/X${number}" pid name
 	[ -e "$lock" ] || return 0
 	pid="$(tr -d ' \n' <"$lock" 2>/dev/null || true)"
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		ibeam_fail "display $DISPLAY is in use by pid $pid: set DISPLAY to a free display"
+	name="$(_process_name "$pid")"
+	if [ -n "$name" ] && [[ " ${IBEAM_X_SERVERS[*]} " == *" $name "* ]]; then
+		ibeam_fail "display $DISPLAY is in use by X server $name (pid $pid): set DISPLAY to a free display"
 	fi
-	ibeam_log INFO "removing stale lock of display $DISPLAY (pid ${pid:-unknown} is gone)"
-	rm -f "$lock" "/tmp/.X11-unix/X${number}"
+	if _display_socket_answers "$sock"; then
+		ibeam_fail "display $DISPLAY is in use (its socket $sock answers): set DISPLAY to a free display"
+	fi
+	if [ -n "$name" ]; then
+		ibeam_log INFO "removing stale lock of display $DISPLAY (pid $pid is $name, no X server)"
+	else
+		ibeam_log INFO "removing stale lock of display $DISPLAY (pid ${pid:-unknown} is gone)"
+	fi
+	rm -f "$lock" "$sock"
 }
 
 # Create the directories supervisord and the agent write to.

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
+
+from ibeam_agents.browser import display_answers
+from tests.support.needs import require_binaries
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "image" / "entrypoint.sh"
 
@@ -65,16 +70,57 @@ def test_entrypoint_clears_stale_display_lock(tmp_path):
         lock.unlink(missing_ok=True)
 
 
-def test_entrypoint_keeps_live_display_lock():
+def test_entrypoint_clears_lock_whose_pid_is_no_x_server():
     lock = Path("/tmp/.X4712-lock")
-    lock.write_text(f"{os.getpid():>10}\n")
+    lock.write_text(f"{os.getpid():>10}\n")  # alive, but no X server
     try:
         done = source_and_run("ibeam_clear_display_lock", {"DISPLAY": ":4712"})
-        assert done.returncode == 2
-        assert f"in use by pid {os.getpid()}" in done.stderr
-        assert lock.exists()
+        assert done.returncode == 0, done.stderr
+        name = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+        assert f"pid {os.getpid()} is {name}, no X server" in done.stdout
+        assert not lock.exists()
     finally:
         lock.unlink(missing_ok=True)
+
+
+def test_entrypoint_keeps_lock_of_a_running_x_server():
+    require_binaries("Xvfb")
+    lock = Path("/tmp/.X4714-lock")
+    xvfb = subprocess.Popen(
+        ["Xvfb", ":4714", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not display_answers(":4714") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done = source_and_run("ibeam_clear_display_lock", {"DISPLAY": ":4714"})
+        assert done.returncode == 2
+        assert f"in use by X server Xvfb (pid {xvfb.pid})" in done.stderr
+        assert lock.exists()
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+def test_entrypoint_keeps_lock_whose_socket_answers(tmp_path):
+    """An X server of another pid namespace: its pid is not ours, its socket is."""
+    lock, sock = Path("/tmp/.X4715-lock"), Path("/tmp/.X11-unix/X4715")
+    sock.parent.mkdir(mode=0o1777, exist_ok=True)
+    lock.write_text("    999999\n")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.listen()
+    try:
+        done = source_and_run("ibeam_clear_display_lock", {"DISPLAY": ":4715"})
+        assert done.returncode == 2
+        assert f"its socket {sock} answers" in done.stderr
+        assert lock.exists() and sock.exists()
+    finally:
+        listener.close()
+        lock.unlink(missing_ok=True)
+        sock.unlink(missing_ok=True)
 
 
 def test_entrypoint_runs_other_commands_as_is():

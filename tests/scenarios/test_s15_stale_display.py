@@ -136,19 +136,26 @@ def test_s15_appliance_clears_stale_lock_and_agent_uses_its_display(tmp_path):
     assert "starting Xvfb instead" not in log and "started Xvfb" not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="image/entrypoint.sh ibeam_clear_display_lock treats any live pid as "
-    "the display's X server; after a container restart the lock's pid is often "
-    "another process, and Xvfb then refuses the display (owner: S-WATCH)",
-)
 def test_s15_appliance_clears_lock_whose_pid_is_no_x_server():
     """S15, appliance: after a container restart the pid in /tmp/.X99-lock may
-    belong to another process.  The entrypoint must see it is no X server and
-    remove the lock, since Xvfb would otherwise refuse the display and the xvfb
-    program would go FATAL."""
+    belong to another process.  The entrypoint sees it is no X server and that
+    nothing answers on the display's socket, and removes lock and socket, since
+    Xvfb would otherwise refuse the display and the xvfb program would go
+    FATAL; Xvfb then starts on that display."""
+    require_binaries("Xvfb")
     number = _free_display(600)
     with stale_display(number, "reused") as lock:
         done = _entrypoint("ibeam_clear_display_lock", f":{number}")
         assert done.returncode == 0, done.stderr
-        assert not lock.exists()
+        assert "no X server" in done.stdout
+        assert not lock.exists() and not (X_SOCKETS / f"X{number}").exists()
+        xvfb = subprocess.Popen(
+            ["Xvfb", f":{number}", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: display_answers(f":{number}"), 20, "Xvfb to answer")
+        finally:
+            xvfb.terminate()
+            xvfb.wait(10)
