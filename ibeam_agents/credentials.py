@@ -69,9 +69,9 @@ def _warn_if_quoted(name: str, value: str) -> None:
     _warned_quotes.add(name)
     if quoted:
         log.warning(
-            "%s starts and ends with a quote; env files are read literally, so "
-            "the quotes are part of the value. Remove them unless they belong to "
-            "it (docs/settings.md, Env files and quoting).",
+            "%s starts and ends with a quote; env files and secret files are read "
+            "literally, so the quotes are part of the value. Remove them unless "
+            "they belong to it (docs/settings.md, Env files and quoting).",
             name,
         )
     else:
@@ -116,9 +116,11 @@ def read_secret(
         value = _read_secret_file(file_name, path)
     elif direct:
         value = _strip_line_end(direct)
-        _warn_if_quoted(name, value)
     else:
         return None
+    # named after the secret, not its file: the appliance's entrypoint moves a
+    # secret given in an env file into a file of its own (docs/appliance.md)
+    _warn_if_quoted(name, value)
     logs.register_secret(value)
     return value
 
@@ -139,7 +141,6 @@ def _read_secret_file(setting: str, path: str) -> str:
     value = _strip_line_end(value)
     if not value:
         raise ConfigError(f"{setting} names {path!r}, which is empty; put the value in")
-    _warn_if_quoted(setting, value)
     return value
 
 

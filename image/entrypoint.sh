@@ -10,15 +10,18 @@
 # executed directly.
 set -Eeo pipefail
 
-# Secrets the agent reads; each may come as NAME or as NAME_FILE, never both.
+# Secrets the agent (and, for the keystore, the init step) reads; each may come
+# as NAME or as NAME_FILE, never both.  The same list as
+# ibeam_agents.credentials.SECRET_VARIABLES (a unit test keeps them equal).
 IBEAM_SECRETS=(IBEAM_ACCOUNT IBEAM_PASSWORD IBEAM_KEY IBEAM_TOTP_SECRET IBEAM_PYOTP_SECRET
-	IBEAM_KEYSTORE_PASSWORD)
+	IBEAM_EXTERNAL_REQUEST_HEADERS IBEAM_KEYSTORE_PASSWORD)
 
 # Print one log line with time and tag: ibeam_log TAG message...
 ibeam_log() {
 	local tag=$1
 	shift
-	printf '%s [%s] [%s] entrypoint: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$$" "$tag" "$*"
+	# printf's own clock: no program starts while secrets may still be exported
+	printf '%(%Y-%m-%d %H:%M:%S)T [%s] [%s] entrypoint: %s\n' -1 "$$" "$tag" "$*"
 }
 
 # Print an error on stderr and stop: ibeam_fail message...
@@ -108,12 +111,42 @@ ibeam_prepare_dirs() {
 	fi
 }
 
+# Move each secret given as a variable into an owner-only file and leave only
+# its _FILE twin (a path) in the environment.  supervisord hands its whole
+# environment to every program (xvfb, gateway, the event listener), yet only the
+# agent reads the secrets, from these files.  With IBEAM_SECRETS_SOURCE=fs the
+# account, password and key variables already hold paths and stay as they are.
+# Every secret is unset before the first command runs, so that no program,
+# however short-lived, inherits one.
+ibeam_hide_secrets() {
+	local dir="$IBEAM_RUN_DIR/secrets" name source="${IBEAM_SECRETS_SOURCE:-env}"
+	local -A values=()
+	source="${source//[[:space:]]/}"
+	for name in "${IBEAM_SECRETS[@]}"; do
+		if [ "${source,,}" = fs ] && [[ "$name" =~ ^IBEAM_(ACCOUNT|PASSWORD|KEY)$ ]]; then
+			continue
+		fi
+		if [ -n "${!name:-}" ]; then
+			values[$name]="${!name}"
+		fi
+		unset "$name"
+	done
+	rm -rf -- "$dir"
+	(umask 077 && mkdir -p -- "$dir")
+	for name in "${!values[@]}"; do
+		(umask 077 && printf '%s' "${values[$name]}" >"$dir/$name")
+		export "${name}_FILE=$dir/$name"
+	done
+}
+
 # Render conf.yaml and install certificates; pass what the agent needs on.
 ibeam_init() {
 	local agent_env="$IBEAM_RUN_DIR/agent.env"
 	python -m ibeam_agents init --agent-env "$agent_env"
 	# shellcheck source=/dev/null
 	. "$agent_env"
+	# only the init step opens the keystore
+	rm -f -- "$IBEAM_RUN_DIR/secrets/IBEAM_KEYSTORE_PASSWORD"
 	unset IBEAM_KEYSTORE_PASSWORD IBEAM_KEYSTORE_PASSWORD_FILE
 }
 
@@ -125,6 +158,7 @@ _main() {
 	if _is_supervisord "${1:-}"; then
 		ibeam_defaults
 		ibeam_check_secrets
+		ibeam_hide_secrets
 		ibeam_prepare_dirs
 		ibeam_clear_display_lock
 		ibeam_log INFO "init step: gateway $IBEAM_GATEWAY_DIR, inputs $IBEAM_INPUTS_DIR"

@@ -8,8 +8,29 @@
 # GATEWAY_SIM_CONTROL_PORT (5099), DISPLAY (first free from :99).
 # Ctrl-C stops everything (the agent logs the gateway out first).
 set -Eeuo pipefail
-cd "$(dirname "$0")/.."
+# Only bash itself runs until the secrets are hidden (below): every program
+# started before that would inherit them.
+here="${BASH_SOURCE[0]%/*}"
+[ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+cd "$here/.."
 . scripts/lib.sh
+# The image's entrypoint functions, so that the demo prepares exactly as the
+# container does.
+. image/entrypoint.sh
+
+demo_dir="${IBEAM_DEMO_DIR:-.demo}"
+[[ "$demo_dir" == /* ]] || demo_dir="$PWD/$demo_dir"
+export IBEAM_RUN_DIR="$demo_dir/run"
+# The simulator's demo account (gateway_sim/: user demo, password demo), unless
+# given (as a variable or a _FILE twin).
+if [ -z "${IBEAM_ACCOUNT_FILE:-}" ]; then
+	export IBEAM_ACCOUNT="${IBEAM_ACCOUNT:-demo}"
+fi
+if [ -z "${IBEAM_PASSWORD_FILE:-}" ]; then
+	export IBEAM_PASSWORD="${IBEAM_PASSWORD:-demo}"
+fi
+ibeam_check_secrets
+ibeam_hide_secrets
 
 # Return 0 when something already listens on 127.0.0.1:port.
 port_in_use() {
@@ -28,19 +49,14 @@ free_display() {
 ensure_debian_packages chromium chromium-driver xvfb
 ensure_venv
 
-demo_dir=$(realpath -m "${IBEAM_DEMO_DIR:-.demo}")
 export PATH="$PWD/.venv/bin:$PATH"
 export IBEAM_GATEWAY_DIR="$demo_dir/clientportal.gw"
 export IBEAM_INPUTS_DIR="${IBEAM_INPUTS_DIR:-$demo_dir/inputs}"
 export IBEAM_OUTPUTS_DIR="${IBEAM_OUTPUTS_DIR:-$demo_dir/outputs}"
-export IBEAM_RUN_DIR="$demo_dir/run"
 export IBEAM_GATEWAY_PORT="${IBEAM_GATEWAY_PORT:-5000}"
 export IBEAM_HEALTH_SERVER_PORT="${IBEAM_HEALTH_SERVER_PORT:-5001}"
 export GATEWAY_SIM_CONTROL_PORT="${GATEWAY_SIM_CONTROL_PORT:-5099}"
 export DISPLAY="${IBEAM_DEMO_DISPLAY:-$(free_display)}"
-# The simulator's demo account (gateway_sim/: user demo, password demo).
-export IBEAM_ACCOUNT="${IBEAM_ACCOUNT:-demo}"
-export IBEAM_PASSWORD="${IBEAM_PASSWORD:-demo}"
 
 for port in "$IBEAM_GATEWAY_PORT" "$IBEAM_HEALTH_SERVER_PORT" "$GATEWAY_SIM_CONTROL_PORT"; do
 	if port_in_use "$port"; then
@@ -53,10 +69,6 @@ if [ ! -f "$IBEAM_GATEWAY_DIR/bin/run.sh" ]; then
 	python -m gateway_sim install "$IBEAM_GATEWAY_DIR"
 fi
 
-# The image's entrypoint functions, so that the demo prepares exactly as the
-# container does.
-. image/entrypoint.sh
-ibeam_check_secrets
 ibeam_prepare_dirs
 ibeam_init
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ibeam_agents.browser import display_answers
+from ibeam_agents.credentials import SECRET_VARIABLES
 from tests.support.needs import require_binaries
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "image" / "entrypoint.sh"
@@ -152,3 +153,51 @@ def test_entrypoint_stops_on_bad_setting_before_supervisord(tmp_path):
     assert done.returncode == 2
     assert "ConfigError: IBEAM_GATEWAY_PORT must be a port number" in done.stderr
     assert "starting supervisord" not in done.stdout
+
+
+def test_entrypoint_secret_list_is_the_agents():
+    done = source_and_run('printf "%s\\n" "${IBEAM_SECRETS[@]}"')
+    assert done.stdout.split() == list(SECRET_VARIABLES)
+
+
+def test_entrypoint_hides_secrets_in_owner_only_files(tmp_path):
+    run = tmp_path / "run"
+    env = {
+        "IBEAM_RUN_DIR": str(run),
+        "IBEAM_PASSWORD": "P$w\"d#1\\a&b|c'z ",
+        "IBEAM_ACCOUNT": "someone",
+        "IBEAM_EXTERNAL_REQUEST_HEADERS": '{"Authorization": "Bearer t"}',
+        "IBEAM_KEY": "",
+    }
+    (run / "secrets").mkdir(parents=True)
+    (run / "secrets" / "IBEAM_TOTP_SECRET").write_text("left from the last start")
+    done = source_and_run("ibeam_prepare_dirs; ibeam_hide_secrets; env", env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    secrets = run / "secrets"
+    assert sorted(p.name for p in secrets.iterdir()) == [
+        "IBEAM_ACCOUNT",
+        "IBEAM_EXTERNAL_REQUEST_HEADERS",
+        "IBEAM_PASSWORD",
+    ]
+    for name in ("IBEAM_ACCOUNT", "IBEAM_PASSWORD", "IBEAM_EXTERNAL_REQUEST_HEADERS"):
+        assert name not in seen
+        assert seen[f"{name}_FILE"] == str(secrets / name)
+        assert (secrets / name).read_text() == env[name]  # byte for byte
+        assert (secrets / name).stat().st_mode & 0o077 == 0
+    assert secrets.stat().st_mode & 0o077 == 0
+    assert "IBEAM_KEY" not in seen and "IBEAM_KEY_FILE" not in seen
+
+
+def test_entrypoint_leaves_fs_source_paths_as_they_are(tmp_path):
+    env = {
+        "IBEAM_RUN_DIR": str(tmp_path / "run"),
+        "IBEAM_SECRETS_SOURCE": " FS ",
+        "IBEAM_PASSWORD": "/run/secrets/password",
+        "IBEAM_TOTP_SECRET": "JBSWY3DPEHPK3PXP",
+    }
+    done = source_and_run("ibeam_prepare_dirs; ibeam_hide_secrets; env", env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "IBEAM_PASSWORD=/run/secrets/password\n" in done.stdout
+    assert "IBEAM_TOTP_SECRET=" not in done.stdout
+    assert "IBEAM_TOTP_SECRET_FILE=" in done.stdout

@@ -55,7 +55,9 @@ from tests.support.sweep import ProcessSampler, Secrets, wait_until
 pytestmark = pytest.mark.scenario
 
 MARKER_VAR = "SWEEP_MARKER"
-MUST_BE_CLEAN = {"gateway", "Xvfb", "chromium", "chromedriver", "eventlistener"}
+#: the appliance run's own process, started with the secrets as `docker run -e`
+#: starts the entrypoint (it and its subshells); every program it runs must be clean
+STARTED_WITH_SECRETS = str(REPO / "scripts" / "demo.sh")
 HEALTH_ROUTES = ("/status", "/metrics", "/readyz", "/livez")
 
 
@@ -304,7 +306,9 @@ def appliance() -> Run:
     sampler = ProcessSampler(
         run.secrets,
         marker=(MARKER_VAR, marker),
-        check_environ=lambda process, kind: kind in MUST_BE_CLEAN,
+        check_environ=lambda process, kind: (
+            STARTED_WITH_SECRETS not in process.cmdline()
+        ),
     )
     with log_path.open("ab") as log_file, sampler:
         process = subprocess.Popen(
@@ -333,6 +337,11 @@ def appliance() -> Run:
     run.extra["login_successes"] = state["login_successes"]
     run.log = log_path.read_text(errors="replace")
     run.sampler = sampler
+    secrets_dir = scratch / "run" / "secrets"
+    run.extra["secret_files"] = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in [secrets_dir, *secrets_dir.iterdir()]
+    }
     run.collect(
         scratch / "clientportal.gw" / "root",
         scratch / "run" / "agent.env",
@@ -343,9 +352,7 @@ def appliance() -> Run:
     return run
 
 
-def _supervisord_gaps(finding) -> bool:
-    """Leaks that supervisord.conf lets through (see the xfail test below)."""
-    return finding.name == "eventlistener" or "request header" in finding.labels
+BROWSER_SIDE = ("gateway", "Xvfb", "chromium", "chromedriver")
 
 
 @pytest.mark.timeout(600)
@@ -353,24 +360,24 @@ def test_sweep_appliance_children_carry_no_secret(appliance):
     """Under supervisord: gateway, Xvfb, Chromium and chromedriver environments."""
     assert appliance.extra["login_successes"] >= 1
     sampler = appliance.sampler
-    for kind in ("gateway", "Xvfb", "chromium", "chromedriver", "supervisord"):
+    for kind in BROWSER_SIDE:
         assert sampler.saw(kind), f"never sampled {kind}: {sorted(sampler.seen)}"
-    found = [str(f) for f in sampler.findings if not _supervisord_gaps(f)]
+    found = [str(f) for f in sampler.findings if f.name in BROWSER_SIDE]
     assert sorted(found) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervisord.conf passes supervisord's whole environment to the fatal "
-    "event listener, and strips only five secret names (not "
-    "IBEAM_EXTERNAL_REQUEST_HEADERS) from xvfb and gateway",
-)
 @pytest.mark.timeout(600)
 def test_sweep_appliance_every_program_inherits_no_secret(appliance):
-    """Only the agent needs credentials: no other program may inherit one."""
-    assert appliance.sampler.saw("eventlistener")
-    found = [str(f) for f in appliance.sampler.findings if _supervisord_gaps(f)]
-    assert sorted(found) == []
+    """Only the agent needs credentials: no other program may inherit one.
+
+    The entrypoint moves every secret into an owner-only file before the init
+    step and supervisord start, so supervisord's environment, which each program
+    inherits (the event listener whole), holds only `_FILE` paths; the agent
+    reads the files, and even its own environment holds no secret."""
+    sampler = appliance.sampler
+    for kind in ("supervisord", "eventlistener", "agent"):
+        assert sampler.saw(kind), f"never sampled {kind}: {sorted(sampler.seen)}"
+    assert sorted(str(f) for f in sampler.findings) == []
 
 
 @pytest.mark.timeout(600)
@@ -388,11 +395,18 @@ def test_sweep_appliance_log_and_rendered_files_hold_no_secret(appliance):
 
 @pytest.mark.timeout(600)
 def test_sweep_appliance_secret_files_are_owner_only(appliance):
-    """conf.yaml (keystore password), the keystore and agent.env: mode 0600."""
+    """conf.yaml (keystore password), the keystore, agent.env and the agent's
+    secret files (and their directory): owner-only."""
     by_name = {path.name: mode for path, mode in appliance.modes.items()}
     for name in ("conf.yaml", "ibeam-keystore.p12", "agent.env"):
         assert name in by_name, sorted(by_name)
         assert by_name[name] & 0o077 == 0, f"{name} {oct(by_name[name])}"
+    secret_files = appliance.extra["secret_files"]
+    given = {"IBEAM_ACCOUNT", "IBEAM_PASSWORD", "IBEAM_TOTP_SECRET"}
+    assert given | {"IBEAM_EXTERNAL_REQUEST_HEADERS"} <= set(secret_files)
+    assert "IBEAM_KEYSTORE_PASSWORD" not in secret_files  # the init step's only
+    for name, mode in secret_files.items():
+        assert mode & 0o077 == 0, f"{name} {oct(mode)}"
 
 
 # -- static checks ----------------------------------------------------------------

@@ -150,6 +150,18 @@ def test_credentials_quoted_value_warns_once_without_value(caplog):
     assert "quoted-secret" not in caplog.text
 
 
+def test_credentials_quoted_secret_file_warns_naming_the_secret(caplog, tmp_path):
+    """The appliance moves IBEAM_PASSWORD from an env file into a secret file."""
+    secret = tmp_path / "IBEAM_PASSWORD"
+    secret.write_text("'quoted-secret'")
+    env = {"IBEAM_ACCOUNT": "u", "IBEAM_PASSWORD_FILE": str(secret)}
+    with caplog.at_level(logging.WARNING):
+        got = load_credentials(env)
+    assert got.password == "'quoted-secret'"
+    assert "IBEAM_PASSWORD starts and ends with a quote" in caplog.text
+    assert "quoted-secret" not in caplog.text
+
+
 def test_credentials_loaded_secrets_are_redacted_in_logs():
     load_credentials({"IBEAM_ACCOUNT": "someuser", "IBEAM_PASSWORD": HOSTILE})
     assert logs.redact(f"typed {HOSTILE} for someuser") == "typed *** for ***"
