@@ -109,9 +109,21 @@ class LoginError(AgentError):
 
 
 class BudgetedLoginError(LoginError):
-    """A failure that could lead to an account lock if repeated."""
+    """A failure that could lead to an account lock if repeated.
+
+    ``ambiguous`` marks an answer that does not say the credentials or the code
+    were wrong (a bare "ERROR" banner, an unknown one, a code field cleared
+    without a word): an outage of the gateway shows the same, so the watcher
+    asks the gateway before it spends the budget on one.
+    """
 
     spends_budget = True
+    ambiguous = False
+
+    def __init__(self, *args: object, ambiguous: bool | None = None) -> None:
+        super().__init__(*args)
+        if ambiguous is not None:
+            self.ambiguous = ambiguous
 
 
 class CredentialsRejected(BudgetedLoginError):

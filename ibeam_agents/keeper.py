@@ -137,6 +137,7 @@ class GatewayClient:
             self.credentials,
             self.settings.two_factor_config(),
             notify=notify,
+            gateway_check=self.watcher.gateway_check,
         )
 
     def _preflight(self) -> str:

@@ -119,8 +119,11 @@ class LoginRefused(BudgetedLoginError):
     """After the password, the page showed an error we do not recognise.
 
     It spends the budget: an unknown refusal may well be a bad credential, and
-    guessing wrong the other way could lock the account.
+    guessing wrong the other way could lock the account.  Unless the gateway is
+    in trouble at that moment (``ambiguous``: the watcher asks it first).
     """
+
+    ambiguous = True
 
 
 class PageState(Enum):
@@ -153,6 +156,14 @@ _SECOND_FACTOR = re.compile(
 )
 _CREDENTIALS = re.compile(
     r"user\s*name|password|credential|invalid|incorrect|failed|not recogni", re.I
+)
+# Words that judge what was typed; a refusal without them (a bare "ERROR", a
+# network message) is ambiguous, as a gateway outage shows the same.
+_EXPLICIT_CREDENTIALS = re.compile(
+    r"user\s*name|password|credential|invalid|incorrect|not recogni", re.I
+)
+_EXPLICIT_CODE = re.compile(
+    r"incorrect|invalid|wrong|expired|denied|rejected|not (valid|correct)", re.I
 )
 # Banners that ask to start over rather than judge the credentials.
 _START_OVER = re.compile(
@@ -587,9 +598,10 @@ class LoginFlow:
             return self._before_submit(snap)
         if not self._reacted(snap) and not self._stuck():
             return _Next.WAIT
+        text = self._redact(snap.text("error"))
         raise CredentialsRejected(
-            "the login page rejected the user name or password: "
-            f"{self._redact(snap.text('error'))!r}"
+            f"the login page rejected the user name or password: {text!r}",
+            ambiguous=self._ambiguous(text, _EXPLICIT_CREDENTIALS),
         )
 
     def on_error_other(self, snap: PageSnapshot) -> _Next:
@@ -605,9 +617,23 @@ class LoginFlow:
             # gone this raises a GatewayError, which spends nothing.
             self.probe()
         if self.second_factor_used:
-            self._fail(SecondFactorFailed(f"the second factor failed: {text!r}"))
+            failed = f"the second factor failed: {text!r}"
+            self._fail(SecondFactorFailed(failed, ambiguous=True))
         self._fail(LoginRefused(f"the login page refused the login: {text!r}"))
         return _Next.WAIT
+
+    def _ambiguous(self, text: str, explicit: re.Pattern) -> bool:
+        """Whether a refusal leaves open why; if so, the gateway is asked first.
+
+        The probe raises a GatewayError when the gateway cannot answer now (5xx,
+        nothing, refused): the page shows an outage with the same banner, and an
+        outage must not spend the failure budget.
+        """
+        if explicit.search(text):
+            return False
+        if self.probe is not None:
+            self.probe()
+        return True
 
     # -- interstitials
 
@@ -723,9 +749,10 @@ class LoginFlow:
 
     def on_code_rejected(self, snap: PageSnapshot) -> _Next:
         if snap.has("push_block") and not snap.has("code_input"):
+            text = self._redact(snap.text("error"))
             raise SecondFactorFailed(
-                "the IB Key notification was refused or expired: "
-                f"{self._redact(snap.text('error'))!r}"
+                f"the IB Key notification was refused or expired: {text!r}",
+                ambiguous=self._ambiguous(text, _EXPLICIT_CODE),
             )
         if not self.code_attempts:
             if snap.has("code_input"):
@@ -740,6 +767,8 @@ class LoginFlow:
         return self._code_refused(snap)
 
     def _code_refused(self, snap: PageSnapshot) -> _Next:
+        text = self._redact(snap.text("error"))
+        ambiguous = self._ambiguous(text, _EXPLICIT_CODE)
         if self.last_code:
             self.rejected.add(self.last_code)
         kind = self.second_factor.kind if self.second_factor else "second-factor"
@@ -752,7 +781,8 @@ class LoginFlow:
             return self._submit_code(self.second_factor)
         raise SecondFactorFailed(
             f"the login page refused the {kind} code "
-            f"({self.code_attempts} tries): {self._redact(snap.text('error'))!r}"
+            f"({self.code_attempts} tries): {text!r}",
+            ambiguous=ambiguous,
         )
 
     def on_push_waiting(self, snap: PageSnapshot) -> _Next:
@@ -884,16 +914,26 @@ def _map_webdriver_error(err: WebDriverException) -> Exception:
     return BrowserUnavailable(f"the browser failed during the login: {first}")
 
 
+def _probe_gateway(base_url: str, check: Callable[[], object] | None) -> None:
+    """Raise a GatewayError when the gateway is gone or (with check) in trouble."""
+    gateway_spki_hash(base_url)
+    if check is not None:
+        check()
+
+
 def perform_login(
     options: LoginOptions,
     credentials: Credentials,
     two_factor: TwoFactorConfig | None,
     *,
     notify: Notify | None = None,
+    gateway_check: Callable[[], object] | None = None,
 ) -> LoginResult:
     """Log in through the gateway's login page once; raise a LoginError if not.
 
-    Leaves no browser, driver or display process behind, whatever happens.
+    ``gateway_check`` raises a GatewayError when the gateway cannot answer now;
+    it is asked when the page refuses without saying why.  Leaves no browser,
+    driver or display process behind, whatever happens.
     """
     _check_options(options)
     second_factor = make_second_factor(two_factor)
@@ -921,7 +961,7 @@ def perform_login(
             push_timeout=push_timeout,
             select_target=two_factor.select_target if two_factor else None,
             notify=notify,
-            probe=lambda: gateway_spki_hash(options.base_url),
+            probe=lambda: _probe_gateway(options.base_url, gateway_check),
         )
         try:
             result = flow.run()

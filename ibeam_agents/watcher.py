@@ -138,6 +138,18 @@ def _spawn_thread(job: Callable[[], None]) -> None:
     threading.Thread(target=job, name="login", daemon=True).start()
 
 
+def _trouble(status: Status) -> errors.GatewayError | None:
+    """The gateway error an answer amounts to when it is an outage, else None."""
+    said = f"the gateway answered {status.describe()}"
+    if status.kind is StatusKind.TRANSIENT:
+        return errors.GatewayTransientError(said)
+    if status.kind is StatusKind.UNREACHABLE:
+        return errors.GatewayUnreachable(said)
+    if status.kind is StatusKind.NOT_RUNNING:
+        return errors.GatewayNotRunning(said)
+    return None
+
+
 def _iso(wall: float | None) -> str | None:
     if wall is None:
         return None
@@ -837,6 +849,12 @@ class Watcher:
                 budget=True,
             )
         if isinstance(error, errors.LoginError) and error.spends_budget:
+            trouble = self._trouble_behind(error)
+            if trouble is not None:
+                self.budget.release()
+                return self._back_off(
+                    f"login failed: {name} while {trouble}; not counted"
+                )
             state = self.budget.spend(name, str(error))
             self._publish_budget(state)
             if state.exhausted:
@@ -854,6 +872,26 @@ class Watcher:
             | errors.WrongTradingMode,
         )
         return self._back_off(f"login failed: {name}: {error}", alert=alert)
+
+    def _trouble_behind(self, error: errors.LoginError) -> errors.GatewayError | None:
+        """For a refusal that does not say why: the gateway's trouble now, if any.
+
+        A bare or unknown banner is what the page shows when its request met a
+        5xx or no answer; IBKR's outages must never spend the failure budget.
+        """
+        if not getattr(error, "ambiguous", False):
+            return None
+        return _trouble(self._check(self.api.tickle))
+
+    def gateway_check(self) -> None:
+        """Raise a GatewayError when the gateway cannot answer now.
+
+        The browser login calls it, from its own thread, when the page refuses
+        without saying why; the loop makes no request while a login runs.
+        """
+        trouble = _trouble(self.api.tickle())
+        if trouble is not None:
+            raise trouble
 
     def _record_login(self, outcome: str, duration: float) -> None:
         self._last_login = {
