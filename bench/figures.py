@@ -25,6 +25,7 @@ from bench.probe import (
     TICKLE,
     BenchTimeout,
     Probe,
+    port_accepts,
     ready,
     total_requests,
 )
@@ -51,7 +52,7 @@ class ColdStart:
 
     total_s: float
     gateway_up_s: float | None  # keeper start -> simulator listening
-    browser_start_s: float | None  # keeper start -> first chromium/chromedriver
+    browser_start_s: float | None  # keeper start -> first Chromium
     login_s: float | None  # browser start -> "Client login succeeds"
     auth_after_login_s: float | None  # login success -> usable
 
@@ -183,9 +184,9 @@ def cold_start(process: KeeperProcess, probe: Probe) -> ColdStart:
         while True:
             state = probe.state()
             now = time.time()
+            if "listen" not in marks and port_accepts(probe.sim.port):
+                marks["listen"] = time.time()
             if state is not None:
-                if state.get("listening"):
-                    marks.setdefault("listen", now)
                 if state["login_successes"] >= 1:
                     marks.setdefault("login", now)
                 if ready(state):

@@ -200,13 +200,17 @@ class KeeperProcess:
         return found
 
     def browser_started_after(self, since: float) -> float | None:
-        """Earliest start (epoch) of a chromium/chromedriver of the tree after since."""
+        """Earliest start (epoch) of a Chromium of the tree after since.
+
+        Only the browser counts: a chromedriver may be started on its own to
+        check it works, and `chromium --version` is a pre-flight check too.
+        """
         starts = []
         for proc in self.tree()[1:]:
             with contextlib.suppress(psutil.Error):
-                if not proc.name().startswith(BROWSER_PREFIXES):
+                name = proc.name()
+                if not name.startswith(BROWSER_PREFIXES) or name == "chromedriver":
                     continue
-                # `chromium --version` (a keeper's pre-flight check) is no browser.
                 if "--version" in proc.cmdline():
                     continue
                 started = start_time(proc)

@@ -181,10 +181,11 @@ def _method(result: BenchResult) -> list[str]:
         "not competing), polled every 50 ms by the bench; the keepers' own health "
         "endpoints are not used.",
         "- Cold start: from launching the keeper to readiness. Sub-rows: the "
-        "simulator reporting `listening`, the start time (psutil) of the first "
-        "chromium or chromedriver process in the keeper's tree, the "
+        "gateway port accepting a TCP connection, the start time (psutil) of the "
+        "first Chromium process in the keeper's tree (not chromedriver, not "
+        "`chromium --version`), the "
         "`login_successes` counter increasing, readiness.",
-        "- Login alone: from the first chromium/chromedriver process of a login to "
+        "- Login alone: from the first Chromium process of a login to "
         "`login_successes` increasing (the simulator counts the login when it serves "
         "`Client login succeeds`); the median over the cold-start and the expiry "
         "logins of every round. The simulator keeps no timestamps, so this is "

@@ -135,18 +135,23 @@ def python_floor_mib() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
+def port_accepts(port: int) -> bool:
+    """Whether something accepts a TCP connection on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_port(sim: SimGateway, started: float) -> float:
     deadline = started + FLOOR_TIMEOUT
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", sim.port), timeout=0.5):
-                return time.monotonic() - started
-        except OSError:
-            if not sim.running():
-                raise BenchTimeout(
-                    f"the floor's simulator exited: {sim.console()[-500:]}"
-                ) from None
-            time.sleep(PORT_POLL)
+        if port_accepts(sim.port):
+            return time.monotonic() - started
+        if not sim.running():
+            raise BenchTimeout(f"the floor's simulator exited: {sim.console()[-500:]}")
+        time.sleep(PORT_POLL)
     raise BenchTimeout(f"the floor's simulator did not listen in {FLOOR_TIMEOUT} s")
 
 
