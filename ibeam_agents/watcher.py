@@ -204,6 +204,7 @@ class Watcher:
         self._preflight_error: str | None = None
         self._preflight_done = False
         self._login_unconfirmed = False
+        self._lost_in_a_row = 0
         self._last_check: float | None = None
         self._last_good: float | None = None
         self._last_validate: float | None = None
@@ -437,10 +438,14 @@ class Watcher:
             # platform's doing: a take-back, counted against the hourly limit.
             self._await = None
             return self._route(status)
+        if status.kind not in (StatusKind.NOT_AUTHENTICATED, StatusKind.NOT_CONNECTED):
+            # no session, or no usable answer: not the S19 shape of a session that
+            # is there and stays unauthenticated for the whole settle time
+            waiting["unsteady"] = True
         now = self._clock()
         if now >= waiting.get("deadline", now):
             self._await = None
-            return self._settle_failed(waiting.get("origin", "?"), status)
+            return self._settle_failed(waiting, status)
         if waiting.get("origin") == "login" and not waiting.get("nudged"):
             if now >= waiting["nudge_at"]:
                 waiting["nudged"] = True
@@ -919,7 +924,9 @@ class Watcher:
         self._wake(self.settings.maintenance_interval)
         return State.READY
 
-    def _settle_failed(self, origin: str, status: Status) -> State:
+    def _settle_failed(self, waiting: dict[str, Any], status: Status) -> State:
+        """The settle time ran out without an authenticated session."""
+        origin = waiting.get("origin", "?")
         settle = self.settings.auth_settle_timeout
         outage = self._outage(status)
         if outage is not None or status.kind is StatusKind.RATE_LIMITED:
@@ -928,31 +935,66 @@ class Watcher:
             return self._route(status)
         if origin == "login":
             self._login_unconfirmed = False
-            error = errors.NeverAuthenticated(
-                f"'{self.settings.success_el_text}' was shown but the session did not "
-                f"authenticate within {settle:g} s ({status.kind.name})"
-            )
-            self._record_login("NeverAuthenticated", settle)
-            self._failures["NeverAuthenticated"] += 1
-            self.metrics.failures.labels(failure_class="NeverAuthenticated").inc()
-            state = self.budget.spend("NeverAuthenticated", str(error))
-            self._publish_budget(state)
-            if state.exhausted:
-                return self._halt_budget(state)
-            self._ladder.relogin_done = True
-            log.warning("%s", error)
+            if status.kind is StatusKind.NO_SESSION:
+                return self._lost_after_login(status)
+            if waiting.get("unsteady"):
+                self._ladder.relogin_done = True
+                log.warning(
+                    "the session was not authenticated %g s after a login, but it "
+                    "was gone or not answering part of that time: not counted",
+                    settle,
+                )
+            else:
+                halted = self._never_authenticated(settle, status)
+                if halted is not None:
+                    return halted
         self._reason = (
             f"not authenticated {settle:g} s after {origin}: {status.describe()}"
         )
         if status.kind is StatusKind.NO_SESSION:
-            if origin == "login":
-                return self._back_off("the login left no session")
             return self._login_or_halt()
-        if status.kind in (StatusKind.TRANSIENT, StatusKind.UNREACHABLE):
-            return self._degraded(status)
         if origin == "take-back":
             self._ladder.reauth_rounds = self.settings.reauthenticate_attempts
         return self._escalate()
+
+    def _never_authenticated(self, settle: float, status: Status) -> State | None:
+        """Spend the budget on a session that stayed unauthenticated (S19)."""
+        error = errors.NeverAuthenticated(
+            f"'{self.settings.success_el_text}' was shown but the session did not "
+            f"authenticate within {settle:g} s ({status.kind.name})"
+        )
+        self._record_login("NeverAuthenticated", settle)
+        self._failures["NeverAuthenticated"] += 1
+        self.metrics.failures.labels(failure_class="NeverAuthenticated").inc()
+        state = self.budget.spend("NeverAuthenticated", str(error))
+        self._publish_budget(state)
+        if state.exhausted:
+            return self._halt_budget(state)
+        self._ladder.relogin_done = True
+        log.warning("%s", error)
+        return None
+
+    def _lost_after_login(self, status: Status) -> State:
+        """The session ended before it authenticated: log in again, spend nothing.
+
+        The password and the second factor were accepted, so this cannot lead to
+        a lock-out.  The first time logs in again at once; a repeat backs off
+        (doubling, with an alert from the third), so a session that keeps ending
+        never makes a stream of logins.
+        """
+        self._lost_in_a_row += 1
+        why = (
+            "the session ended after a successful login, before it authenticated "
+            f"({LOST_SESSION_HINT}); not counted"
+        )
+        if self._lost_in_a_row == 1:
+            state = self._route(status)
+            self._reason = f"{why}; logging in again"
+            return state
+        return self._back_off(
+            f"{why}; {self._lost_in_a_row} logins in a row",
+            alert=self._lost_in_a_row >= 3,
+        )
 
     def _abandon_login(self) -> None:
         """Stop a login in flight: kill our browser processes, settle nothing."""
@@ -1012,6 +1054,7 @@ class Watcher:
             self._publish_budget(self.budget.succeed())
         self._ladder = _Ladder()
         self._backoff_level = 0
+        self._lost_in_a_row = 0
         self._degraded_since = None
         self._compete_warned = False
         self._misconfig = None

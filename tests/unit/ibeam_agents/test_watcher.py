@@ -485,12 +485,15 @@ def test_watcher_status_snapshot_shape(make_rig):
     assert snap["status"]["kind"] == "AUTHENTICATED"
 
 
-def test_watcher_login_without_session_backs_off_before_the_next(make_rig):
+def test_watcher_login_without_session_logs_in_again_then_backs_off(make_rig):
+    """A login that leaves no session spends nothing; a repeat backs off."""
     rig = _started(make_rig(), K.NO_SESSION, running=True)
-    rig.login.outcomes = ["no-change", "ok"]
+    rig.login.outcomes = ["no-change", "no-change", "ok"]
+    seen = []
+    rig.run_until(lambda r: seen.append(r.watcher.state) or r.login.calls == 2)
+    assert S.BACKING_OFF not in seen  # the first time: at once
     rig.until_state(S.BACKING_OFF)
-    assert rig.login.calls == 1
-    assert rig.budget.spent == 1
+    assert rig.login.calls == 2 and rig.budget.spent == 0
     rig.until_state(S.READY)
-    assert rig.login.calls == 2
+    assert rig.login.calls == 3
     assert rig.budget.spent == 0

@@ -96,3 +96,55 @@ def test_watcher_gateway_check_raises_only_for_outages(make_rig, kind, raised):
     else:
         with pytest.raises(raised):
             rig.watcher.gateway_check()
+
+
+# -- a session lost while it settles after a login -------------------------------
+
+
+def test_watcher_session_lost_while_settling_logs_in_again_free(make_rig):
+    rig = _logging_in(make_rig())
+    rig.login.outcomes = ["no-change", "ok"]  # the session ends, then a good login
+    rig.until_state(S.READY)
+    assert rig.login.calls == 2
+    assert rig.budget.spent == 0
+    snap = rig.watcher.snapshot()
+    assert "NeverAuthenticated" not in snap["failures"]["by_class"]
+
+
+def test_watcher_session_lost_again_and_again_backs_off_with_alert(make_rig):
+    rig = _logging_in(make_rig())
+    rig.login.default = "no-change"
+    rig.run_until(lambda r: r.login.calls == 4, limit=2000)
+    assert rig.watcher.snapshot()["failures"]["budget"]["spent"] == 0
+    assert rig.watcher.snapshot()["alert"]
+    start = rig.clock.now
+    rig.run_until(lambda r: r.login.calls == 6, limit=2000)
+    # backoffs of 60, 120, 240 s ... between the later logins: no stream
+    assert rig.clock.now - start >= 60 + 120
+
+
+def test_watcher_outage_while_settling_then_unauthenticated_spends_nothing(make_rig):
+    rig = _logging_in(make_rig())
+
+    def login(notify):
+        rig.login.calls += 1
+        rig.api.kind = K.TRANSIENT  # a 5xx window right after the login
+        return None
+
+    rig.watcher._login = login
+    rig.until_state(S.AWAITING_AUTH)
+    rig.run(3)
+    rig.api.kind = K.NOT_AUTHENTICATED  # back, but never authenticated
+    rig.run_until(lambda r: r.watcher.state is not S.AWAITING_AUTH)
+    assert rig.budget.spent == 0
+    assert rig.watcher.state is S.REAUTHENTICATING  # the ladder, not a new login
+    assert rig.login.calls == 1
+
+
+def test_watcher_session_present_and_unauthenticated_throughout_spends(make_rig):
+    """S19's shape is still a failed login."""
+    rig = _logging_in(make_rig())
+    rig.login.outcomes = ["ok-silent"]
+    rig.run_until(lambda r: r.watcher.state is S.REAUTHENTICATING)
+    assert rig.budget.spent == 1
+    assert "NeverAuthenticated" in rig.watcher.snapshot()["failures"]["by_class"]
