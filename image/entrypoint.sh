@@ -119,11 +119,11 @@ ibeam_prepare_dirs() {
 # Every secret is unset before the first command runs, so that no program,
 # however short-lived, inherits one.
 ibeam_hide_secrets() {
-	local dir="$IBEAM_RUN_DIR/secrets" name source="${IBEAM_SECRETS_SOURCE:-env}"
+	local dir="$IBEAM_RUN_DIR/secrets" name from="${IBEAM_SECRETS_SOURCE:-env}"
 	local -A values=()
-	source="${source//[[:space:]]/}"
+	from="${from//[[:space:]]/}"
 	for name in "${IBEAM_SECRETS[@]}"; do
-		if [ "${source,,}" = fs ] && [[ "$name" =~ ^IBEAM_(ACCOUNT|PASSWORD|KEY)$ ]]; then
+		if [ "${from,,}" = fs ] && [[ "$name" =~ ^IBEAM_(ACCOUNT|PASSWORD|KEY)$ ]]; then
 			continue
 		fi
 		if [ -n "${!name:-}" ]; then
