@@ -121,8 +121,7 @@ def _recovery_lines(result: BenchResult, rows: list[Row]) -> list[str]:
                 f"For {name} the 1/3 goal cannot be met at this interval: the fault "
                 f"lands {half:g} s before the next scheduled check, and our "
                 f"detection alone ({_s(detect.ours)}) exceeds a third of IBeam's "
-                "whole recovery. Both keepers notice a fault only at their "
-                "maintenance check."
+                "whole recovery."
             )
     return lines
 
@@ -162,6 +161,15 @@ def _idle_lines(result: BenchResult, rows: list[Row]) -> list[str]:
             f"limit of {VALIDATE_LIMIT_PER_MIN:g} per minute; the simulator answers "
             "429 once the burst allowance is spent."
         )
+    status = _find(rows, "… auth/status")
+    if status.ours:
+        lines.append(
+            f"Between maintenance checks ours reads iserver/auth/status "
+            f"({status.ours:.1f} a minute: IBEAM_STATUS_INTERVAL, 2 s by default); "
+            "that is how it notices a lost or taken session within seconds, where "
+            "IBeam looks only at its maintenance check. IBEAM_STATUS_INTERVAL=0 "
+            "turns the reads off; detection then waits for the check, as IBeam's."
+        )
     return lines
 
 
@@ -191,7 +199,7 @@ def _method(result: BenchResult) -> list[str]:
         "logins of every round. The simulator keeps no timestamps, so this is "
         "measured from outside, to the 50 ms poll.",
         "- Recovery: once ready, the bench waits for a scheduled maintenance "
-        "tickle (one that follows half an interval without any request), then "
+        "tickle (one that follows half an interval without another tickle), then "
         f"{interval / 2:g} s more (half the interval), then expires the SSO session "
         "(`POST /sim/session/expire`), and times until readiness; the same again "
         "with `POST /sim/session/compete`. Detection is the first request the "

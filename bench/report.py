@@ -182,6 +182,7 @@ def _idle_rows(result: BenchResult) -> list[Row]:
         ("Requests to the gateway per minute at idle", "total", None),
         ("… tickle per minute (IBKR: ≤ 60)", "tickle", TICKLE_LIMIT_PER_MIN),
         ("… sso/validate per minute (IBKR: ≤ 1)", "validate", VALIDATE_LIMIT_PER_MIN),
+        ("… auth/status per minute (IBKR: no limit of its own)", "status", None),
     )
     for label, kind, limit in limits:
         row = _row(result, label, _idle("per_minute", kind), digits=1)

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from cryptography import x509
 
 from ibeam_agents import logs
 from ibeam_agents.credentials import read_secret
@@ -91,6 +90,7 @@ class Settings:
     submit_el: str | None = None
     success_el_text: str = DEFAULT_SUCCESS_TEXT
     maintenance_interval: float = 60.0
+    status_interval: float = 2.0
     log_level: str = "INFO"
     inputs_dir: Path = Path(DEFAULT_INPUTS_DIR)
     outputs_dir: Path = field(default_factory=default_outputs_dir)
@@ -311,8 +311,10 @@ class _Env:
         return value
 
     def url(self, name: str, schemes: tuple[str, ...], *, secret=False) -> str | None:
-        value = self.raw(name)
-        if value is None:
+        """A URL; a secret one (it may carry a token) also comes from name_FILE."""
+        value = read_secret(self.environ, name) if secret else self.raw(name)
+        value = value.strip() if value else None
+        if not value:
             return None
         parts = urlsplit(value)
         shown = "" if secret else f": got {value!r}"
@@ -505,6 +507,8 @@ def _ca_cert(env: _Env) -> Path | None:
             f"IBEAM_GATEWAY_CA_CERT must name a PEM certificate file: got '{path}', "
             "which does not exist"
         )
+    from cryptography import x509  # only with a CA certificate: saves memory
+
     try:
         x509.load_pem_x509_certificates(path.read_bytes())
     except OSError as exc:
@@ -608,6 +612,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         submit_el=_locator(env, "SUBMIT"),
         success_el_text=_success_text(env),
         maintenance_interval=env.number("IBEAM_MAINTENANCE_INTERVAL", 60.0),
+        status_interval=env.number("IBEAM_STATUS_INTERVAL", 2.0, exclusive=False),
         log_level=_log_level(env),
         inputs_dir=env.directory("IBEAM_INPUTS_DIR", DEFAULT_INPUTS_DIR),
         health_server_host=env.host("IBEAM_HEALTH_SERVER_HOST", "127.0.0.1"),

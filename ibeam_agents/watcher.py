@@ -16,8 +16,9 @@ Recovery is a bounded ladder, reset whenever the session is healthy again:
       4. back off exponentially (IBEAM_BACKOFF_MIN..MAX) with an alert, and
          climb again
     NO_SESSION            a full login at once
-    COMPETING             log out and reauthenticate (then a full login), at most
-                          IBEAM_COMPETE_MAX_PER_HOUR times an hour
+    COMPETING             ssodh/init with compete=true, then log out and
+                          reauthenticate (then a full login), at most
+                          IBEAM_COMPETE_MAX_PER_HOUR take-backs an hour
     TRANSIENT/UNREACHABLE wait; restart the gateway only after
                           IBEAM_TRANSIENT_GRACE; never a login
     ACCESS_DENIED/TLS     configuration error: never a login, check slowly
@@ -111,6 +112,7 @@ class _Ladder:
     reauth_rounds: int = 0
     relogin_done: bool = False
     restart_done: bool = False
+    take_back_step: int = 0  # 1: ssodh/init sent; 2: logout and reauthenticate sent
 
 
 @dataclass
@@ -192,6 +194,7 @@ class Watcher:
         self.exit_code: int | None = None
         self._reason = "start"
         self._next_step = clock()
+        self._maintenance_due = clock()
         self._heartbeat = clock()
         self._ladder = _Ladder()
         self._backoff_level = 0
@@ -401,16 +404,41 @@ class Watcher:
         return self._route(self._check(self.api.tickle))
 
     def step_ready(self) -> State:
-        """Maintenance: tickle, renew SSO when due, watch memory and the schedule."""
+        """Maintenance: tickle, renew SSO when due, watch memory and the schedule.
+
+        Between two maintenance checks, a quick auth/status read every
+        IBEAM_STATUS_INTERVAL notices a lost or taken session within seconds.
+        """
+        if self._clock() < self._maintenance_due:
+            return self._quick_read()
         planned = self.planner.schedule_due() or self._memory_restart_due()
         if planned:
             return self._restart(planned)
         status = self._check(self.api.tickle)
         if status.kind is not StatusKind.AUTHENTICATED:
             return self._route(status)
-        self._renew_sso(status)
-        self._wake(self.settings.maintenance_interval)
+        wrong_mode = self._renew_sso(status)
+        if wrong_mode is not None:
+            return wrong_mode
+        return self._stay_ready()
+
+    def _quick_read(self) -> State:
+        status = self._check(self.api.auth_status)
+        if status.kind is not StatusKind.AUTHENTICATED:
+            return self._route(status)
+        self._wake(self._until_next_read())
         return State.READY
+
+    def _stay_ready(self) -> State:
+        """READY: maintenance an interval from now, quick reads until then."""
+        self._maintenance_due = self._clock() + self.settings.maintenance_interval
+        self._wake(self._until_next_read())
+        return State.READY
+
+    def _until_next_read(self) -> float:
+        left = max(0.0, self._maintenance_due - self._clock())
+        quick = self.settings.status_interval
+        return min(quick, left) if quick > 0 else left
 
     def step_reauthenticating(self) -> State:
         self._ladder.reauth_rounds += 1
@@ -466,10 +494,26 @@ class Watcher:
         return self._after_login(job)
 
     def step_taking_back(self) -> State:
-        """Competing: log out and reauthenticate, a bounded number of times an hour."""
+        """Competing: take the session back, a bounded number of times an hour.
+
+        Each take-back first asks with ssodh/init and compete=true, IBKR's way
+        of claiming the brokerage session (one request, no wait).  When the
+        session still competes after that, the same take-back logs out and
+        reauthenticates.
+        """
         status = self._recent_status() or self._check(self.api.tickle)
         if status.kind is not StatusKind.COMPETING:
             return self._route(status)
+        if self._ladder.take_back_step == 1:
+            self._ladder.take_back_step = 2
+            self.api.logout()
+            self.metrics.reauthentications.inc()
+            self.api.reauthenticate()
+            self._reason = (
+                "ssodh/init did not take the session back; logged out and "
+                "reauthenticated"
+            )
+            return self._await_auth("take-back")
         now = self._clock()
         while self._compete_times and now - self._compete_times[0] > 3600:
             self._compete_times.popleft()
@@ -489,10 +533,9 @@ class Watcher:
             len(self._compete_times),
             self.settings.compete_max_per_hour,
         )
-        self.api.logout()
-        self.metrics.reauthentications.inc()
-        self.api.reauthenticate()
-        self._reason = "logged out and reauthenticated to take the session back"
+        self._ladder.take_back_step = 1
+        self.api.init_session(compete=True)
+        self._reason = "asked the gateway for the session back (ssodh/init, compete)"
         return self._await_auth("take-back")
 
     def step_restarting(self) -> State:
@@ -578,8 +621,7 @@ class Watcher:
         kind = status.kind
         self._reason = status.describe()
         if kind is StatusKind.AUTHENTICATED:
-            self._wake(self.settings.maintenance_interval)
-            return State.READY
+            return self._stay_ready()
         self._failures[kind.name] += 1
         self.metrics.failures.labels(failure_class=kind.name).inc()
         self._wake(0)
@@ -921,8 +963,38 @@ class Watcher:
     def _authenticated_after(self, origin: str) -> State:
         self._await = None
         self._reason = f"authenticated after {origin}"
-        self._wake(self.settings.maintenance_interval)
-        return State.READY
+        if origin == "login":
+            result = self.api.validate()
+            if result is not None:
+                self._last_validate = self._clock()
+                wrong_mode = self._check_mode(result)
+                if wrong_mode is not None:
+                    return wrong_mode
+        return self._stay_ready()
+
+    def _check_mode(self, result) -> State | None:
+        """Halt, logged out, when sso/validate shows the other trading mode.
+
+        The login page's Live/Paper switch is set and checked before submit;
+        this catches a page that ignored it (an old page without the switch
+        logs a paper user in as paper whatever was asked).
+        """
+        if not result.ok or result.paper is None:
+            return None
+        wanted = self.settings.trading_mode
+        got = "paper" if result.paper else "live"
+        if got == wanted:
+            return None
+        self._logout("the session is in the wrong trading mode")
+        self._check(self.api.auth_status)  # what /status and /readyz show now
+        self.metrics.failures.labels(failure_class="WrongTradingMode").inc()
+        self._failures["WrongTradingMode"] += 1
+        return self._halt(
+            f"the gateway's session is a {got} one (sso/validate LOGIN_TYPE) but "
+            f"IBEAM_TRADING_MODE={wanted}: logged out, no more logins; set "
+            f"IBEAM_TRADING_MODE={got} or give the {wanted} user, then restart "
+            "the agent"
+        )
 
     def _settle_failed(self, waiting: dict[str, Any], status: Status) -> State:
         """The settle time ran out without an authenticated session."""
@@ -1080,8 +1152,11 @@ class Watcher:
             return None
         return self.status if self._wall() - self._last_check < 1.0 else None
 
-    def _renew_sso(self, status: Status) -> None:
-        """sso/validate when SSO nears its end, or every few minutes anyway."""
+    def _renew_sso(self, status: Status) -> State | None:
+        """sso/validate when SSO nears its end, or every few minutes anyway.
+
+        Returns HALTED when the answer shows the other trading mode.
+        """
         interval_ms = self.settings.maintenance_interval * 1000
         expiring = status.sso_expires_ms is not None and (
             status.sso_expires_ms < 2 * interval_ms + 10_000
@@ -1090,16 +1165,17 @@ class Watcher:
             self._last_validate is None or self._clock() - self._last_validate >= 300
         )
         if not (expiring or stale):
-            return
+            return None
         result = self.api.validate()
         if result is None:
-            return
+            return None
         self._last_validate = self._clock()
         if not result.ok:
             log.warning(
                 "sso/validate did not confirm the SSO session (HTTP %s)",
                 result.http_status,
             )
+        return self._check_mode(result)
 
     def _logout(self, why: str) -> None:
         if self.status is not None and self.status.kind not in SESSION_KINDS:

@@ -14,7 +14,7 @@ set -Eeo pipefail
 # as NAME or as NAME_FILE, never both.  The same list as
 # ibeam_agents.credentials.SECRET_VARIABLES (a unit test keeps them equal).
 IBEAM_SECRETS=(IBEAM_ACCOUNT IBEAM_PASSWORD IBEAM_KEY IBEAM_TOTP_SECRET IBEAM_PYOTP_SECRET
-	IBEAM_EXTERNAL_REQUEST_HEADERS IBEAM_KEYSTORE_PASSWORD)
+	IBEAM_EXTERNAL_REQUEST_URL IBEAM_EXTERNAL_REQUEST_HEADERS IBEAM_KEYSTORE_PASSWORD)
 
 # Print one log line with time and tag: ibeam_log TAG message...
 ibeam_log() {

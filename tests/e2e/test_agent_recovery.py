@@ -70,10 +70,34 @@ def test_agent_takes_back_a_competing_session_without_login(sim, ready_agent):
     status = _not_ready_then_ready(ready_agent)
     state = sim.state()
     assert not state["competing"]
-    assert state["logouts"] >= 1
+    # taken back with ssodh/init (compete): no logout, no reauthenticate, no login
+    assert state["ssodh_inits"] >= 1
+    assert state["logouts"] == 0
     assert state["login_attempts"] == 1
     assert status["status"]["competing"] is False
     assert "took the brokerage session" in ready_agent.log()
+
+
+def test_agent_notices_a_lost_session_between_maintenance_checks(tmp_path):
+    # The quick auth/status reads (IBEAM_STATUS_INTERVAL) find the loss; the
+    # maintenance check, 10 minutes away, is not needed.
+    require_binaries("chromium", "chromedriver", "Xvfb")
+    gw = SimGateway(tmp_path / "gw", faults=FAST).install().start()
+    env = {"IBEAM_MAINTENANCE_INTERVAL": "600", "IBEAM_STATUS_INTERVAL": "1"}
+    try:
+        with AgentProcess(gw, tmp_path, env=env) as agent:
+            agent.wait_ready(90)
+            tickles = gw.state()["requests"].get("/v1/api/tickle", 0)
+            gw.compete()
+            _not_ready_then_ready(agent)
+            gw.expire(style="no_session")
+            _not_ready_then_ready(agent)
+            state = gw.state()
+            assert state["login_successes"] == 2
+            assert state["requests"].get("/v1/api/tickle", 0) == tickles
+    finally:
+        gw.stop()
+        kill_gateways(gw.root)
 
 
 def test_agent_tolerates_a_5xx_window_without_login_or_restart(sim, ready_agent):

@@ -73,3 +73,21 @@ def test_s05_wrong_mode_is_no_bad_password_and_no_other_mode(tmp_path):
     assert state["login_failures"] == 0
     assert state["wrong_mode_errors"] == state["login_attempts"] >= 2
     assert "CredentialsRejected" not in log
+
+
+def test_s05_session_in_the_other_mode_is_logged_out_and_halts(tmp_path):
+    """S05: an old login page without the Live/Paper switch logs a paper user in
+    as paper even though `live` was asked. The agent checks the session's mode
+    (sso/validate LOGIN_TYPE) once authenticated: it logs out, stops logging in
+    and raises an alert naming the setting, instead of serving the other mode."""
+    with scenario_sim(tmp_path, login_page="legacy") as sim:
+        with agent_for(sim, tmp_path, "paperuser", IBEAM_TRADING_MODE="live") as agent:
+            status = agent.wait_state("HALTED", timeout=90)
+            state = sim.state()
+            log = agent.log()
+    assert "IBEAM_TRADING_MODE=paper" in (status["alert"] or "")
+    assert not status["ready"]
+    assert status["failures"]["budget"]["spent"] == 0
+    assert state["login_successes"] == 1 and state["logouts"] >= 1
+    assert not state["authenticated"]
+    assert "wrong trading mode" in log or "LOGIN_TYPE" in log

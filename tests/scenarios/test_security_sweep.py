@@ -118,9 +118,9 @@ def drive_standalone(agent: AgentProcess, sim: SimGateway, run: Run) -> None:
     run.extra["activate_get"] = agent.get("/activate")[0]
     run.extra["deactivate_get"] = agent.get("/deactivate")[0]
 
-    logouts = state()["logouts"]
+    inits = state()["ssodh_inits"]
     sim.compete()
-    settle("a session taken back", lambda s: s["logouts"] > logouts)
+    settle("a session taken back", lambda s: s["ssodh_inits"] > inits)
 
     reauths = state()["reauthentications"]
     sim.drop()

@@ -33,8 +33,10 @@ class FakeApi:
         self.kind = K.NO_SESSION
         self.calls: list[str] = []
         self.reauth_fixes = False
+        self.init_takes_back = False
         self.sso_expires_ms: int | None = 500_000
         self.validate_ok = True
+        self.validate_paper: bool | None = None
         self.retry_after = None
 
     def _status(self) -> Status:
@@ -70,11 +72,15 @@ class FakeApi:
 
     def init_session(self, compete=True):
         self.calls.append("init_session")
+        if compete and self.init_takes_back and self.kind is K.COMPETING:
+            self.kind = K.AUTHENTICATED
         return self._status()
 
     def validate(self):
         self.calls.append("validate")
-        return ValidateResult(ok=self.validate_ok, http_status=200)
+        return ValidateResult(
+            ok=self.validate_ok, http_status=200, paper=self.validate_paper
+        )
 
     def close(self):
         self.calls.append("close")
@@ -184,6 +190,7 @@ def make_rig(tmp_path):
             gateway_dir=tmp_path / "gw",
             outputs_dir=tmp_path / "out",
             maintenance_interval=10.0,
+            status_interval=0.0,
             backoff_min=60.0,
             backoff_max=600.0,
             auth_settle_timeout=5.0,

@@ -189,6 +189,16 @@ def test_settings_request_headers_json(gw):
     assert "JSON object" in message
 
 
+def test_settings_request_url_from_a_secret_file(gw, tmp_path):
+    secret = tmp_path / "url"
+    secret.write_text("https://codes.example/next?token=hidden\n")
+    s = _load(gw, IBEAM_EXTERNAL_REQUEST_URL_FILE=str(secret))
+    assert s.external_request_url == "https://codes.example/next?token=hidden"
+    secret.write_text("ftp://codes.example/?token=hidden\n")
+    message = _error(gw, IBEAM_EXTERNAL_REQUEST_URL_FILE=str(secret))
+    assert "IBEAM_EXTERNAL_REQUEST_URL" in message and "hidden" not in message
+
+
 def test_settings_element_variables_old_and_new_names(gw):
     assert _load(gw, IBEAM_USER_NAME_EL_ID="user_name").user_name_el == "user_name"
     assert (

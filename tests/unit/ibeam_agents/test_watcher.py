@@ -316,6 +316,56 @@ def test_watcher_takes_back_a_competing_session(make_rig):
     assert rig.login.calls == 0
 
 
+def test_watcher_takes_back_with_ssodh_init_first(make_rig):
+    rig = _started(make_rig(), K.AUTHENTICATED, running=True)
+    rig.until_state(S.READY)
+    rig.api.kind = K.COMPETING
+    rig.api.init_takes_back = True
+    rig.run(1)
+    rig.until_state(S.READY)
+    assert "init_session" in rig.api.calls
+    assert "logout" not in rig.api.calls
+    assert "reauthenticate" not in rig.api.calls
+    assert rig.login.calls == 0
+
+
+def test_watcher_take_back_falls_back_to_logout_and_reauthenticate(make_rig):
+    rig = _started(make_rig(), K.AUTHENTICATED, running=True)
+    rig.until_state(S.READY)
+    rig.api.kind = K.COMPETING
+    rig.api.reauth_fixes = True
+    rig.run(1)
+    rig.until_state(S.READY)
+    calls = rig.api.calls
+    first = calls.index("init_session")
+    assert calls.index("logout", first) < calls.index("reauthenticate", first)
+    # one take-back, both ways: counted once against the hourly limit
+    assert len(rig.watcher._compete_times) == 1
+
+
+def test_watcher_quick_reads_between_maintenance_checks(make_rig):
+    rig = _started(make_rig(status_interval=2.0), K.AUTHENTICATED, running=True)
+    rig.until_state(S.READY)
+    rig.run(1)
+    ticks, reads = rig.api.calls.count("tickle"), rig.api.calls.count("auth_status")
+    start = rig.clock.now
+    rig.run_until(lambda r: r.clock.now >= start + 20)
+    # a tickle every 10 s, an auth/status read every 2 s in between
+    assert rig.api.calls.count("tickle") - ticks == 2
+    assert rig.api.calls.count("auth_status") - reads == 8
+
+
+def test_watcher_quick_read_notices_a_lost_session_within_seconds(make_rig):
+    rig = _started(make_rig(status_interval=2.0), K.AUTHENTICATED, running=True)
+    rig.until_state(S.READY)
+    rig.run(1)
+    lost_at = rig.clock.now
+    rig.api.kind = K.NO_SESSION
+    rig.run_until(lambda r: r.watcher.state is not S.READY)
+    assert rig.watcher.state is S.LOGGING_IN
+    assert rig.clock.now - lost_at <= 2.0
+
+
 def test_watcher_competing_take_backs_are_bounded_per_hour(make_rig):
     rig = _started(make_rig(), K.AUTHENTICATED, running=True)
     rig.until_state(S.READY)
@@ -497,3 +547,35 @@ def test_watcher_login_without_session_logs_in_again_then_backs_off(make_rig):
     rig.until_state(S.READY)
     assert rig.login.calls == 3
     assert rig.budget.spent == 0
+
+
+# -- trading mode -----------------------------------------------------------------
+
+
+def test_watcher_checks_the_mode_right_after_a_login(make_rig):
+    rig = _started(make_rig(trading_mode="paper"), K.NO_SESSION, running=True)
+    rig.api.validate_paper = True
+    rig.until_state(S.READY)
+    assert "validate" in rig.api.calls
+    assert rig.watcher.snapshot()["ready"]
+
+
+def test_watcher_session_in_the_other_mode_logs_out_and_halts(make_rig):
+    rig = _started(make_rig(trading_mode="live"), K.NO_SESSION, running=True)
+    rig.api.validate_paper = True
+    rig.until_state(S.HALTED)
+    assert "logout" in rig.api.calls[rig.api.calls.index("validate") :]
+    alert = rig.watcher.snapshot()["alert"]
+    assert "IBEAM_TRADING_MODE=paper" in alert
+    logins = rig.login.calls
+    rig.run(20)
+    assert rig.login.calls == logins
+    assert rig.watcher.state is S.HALTED
+
+
+def test_watcher_unknown_login_type_is_not_a_mode_error(make_rig):
+    rig = _started(make_rig(trading_mode="paper"), K.NO_SESSION, running=True)
+    rig.api.validate_paper = None
+    rig.until_state(S.READY)
+    rig.run(40)
+    assert rig.watcher.state is S.READY
