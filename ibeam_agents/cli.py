@@ -13,16 +13,15 @@ import argparse
 import getpass
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ibeam_agents import __version__, logs
-from ibeam_agents.budget import FailureBudget
-from ibeam_agents.client import GatewayApi, Routes, StatusKind
-from ibeam_agents.credentials import encrypt_password
 from ibeam_agents.errors import AgentError, ConfigError
 from ibeam_agents.settings import load_settings
+
+if TYPE_CHECKING:
+    from ibeam_agents.client import GatewayApi
 
 EPILOG = """\
 commands:
@@ -118,6 +117,8 @@ def _configure_logs(settings=None, verbose: bool = False) -> None:
 
 
 def _api(settings) -> GatewayApi:
+    from ibeam_agents.client import GatewayApi, Routes
+
     ca = settings.gateway_ca_cert
     return GatewayApi(
         settings.base_url,
@@ -128,6 +129,8 @@ def _api(settings) -> GatewayApi:
 
 
 def cmd_encrypt_password(args) -> int:
+    from ibeam_agents.credentials import encrypt_password
+
     if sys.stdin.isatty():
         password = getpass.getpass("Password to encrypt: ")
         if getpass.getpass("Again: ") != password:
@@ -143,6 +146,8 @@ def cmd_encrypt_password(args) -> int:
 
 
 def cmd_reset_failures(args) -> int:
+    from ibeam_agents.budget import FailureBudget
+
     settings = load_settings()
     _configure_logs(settings, args.verbose)
     budget = FailureBudget(settings.budget_path, settings.max_failed_auth)
@@ -157,6 +162,9 @@ def cmd_reset_failures(args) -> int:
 
 
 def cmd_status(args) -> int:
+    import urllib.error
+    import urllib.request
+
     url = args.url
     if url is None:
         settings = load_settings()
@@ -187,6 +195,8 @@ def cmd_init(args) -> int:
 
 def _one_call(args, settings) -> int:
     """-t, -c, -u, -l: one request to the gateway, printed."""
+    from ibeam_agents.client import StatusKind
+
     with _api(settings) as api:
         if args.user:
             user = api.user()

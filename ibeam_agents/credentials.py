@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from ibeam_agents import logs
 from ibeam_agents.errors import ConfigError, MissingCredentialError
 
@@ -178,6 +176,8 @@ def _ask(
 
 def decrypt_password(token: str, key: str) -> str:
     """Decrypt a Fernet token made by `encrypt_password` with key."""
+    from cryptography.fernet import Fernet, InvalidToken
+
     try:
         fernet = Fernet(key.encode("utf-8"))
     except (ValueError, TypeError) as exc:
@@ -198,6 +198,8 @@ def decrypt_password(token: str, key: str) -> str:
 
 def encrypt_password(password: str, key: str | None = None) -> tuple[str, str]:
     """Return (token, key): the password encrypted with key (a new one if None)."""
+    from cryptography.fernet import Fernet
+
     key = key or Fernet.generate_key().decode("ascii")
     try:
         fernet = Fernet(key.encode("utf-8"))

@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import time
-import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
@@ -38,7 +37,6 @@ from urllib.parse import urlsplit
 
 import psutil
 import yaml
-from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from ibeam_agents.errors import (
     ConfigError,
@@ -52,6 +50,7 @@ log = logging.getLogger(__name__)
 READY_POLL = 0.1
 STOP_GRACE = 5.0
 CONNECT_TIMEOUT = 0.5
+ORDER_VERBS = {"startProcess": "start", "stopProcess": "stop"}
 
 
 class Gateway(Protocol):
@@ -385,33 +384,34 @@ class StandaloneGateway:
                 self._log_handle = None
 
 
-class _TimedTransport(SupervisorTransport):
+def _timed_transport(serverurl: str, timeout: float):
     """supervisor's transport, with a socket timeout on every connection."""
+    from supervisor.xmlrpc import SupervisorTransport
 
-    def __init__(self, serverurl: str, timeout: float) -> None:
-        super().__init__(None, None, serverurl)
-        make = self._get_connection
+    transport = SupervisorTransport(None, None, serverurl)
+    make = transport._get_connection
 
-        def get_connection():
-            conn = make()
-            conn.timeout = timeout
-            if serverurl.startswith("unix://"):
-                path = serverurl[len("unix://") :]
+    def get_connection():
+        conn = make()
+        conn.timeout = timeout
+        if serverurl.startswith("unix://"):
+            path = serverurl[len("unix://") :]
 
-                def connect():
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(timeout)
-                    try:
-                        sock.connect(path)
-                    except OSError:
-                        sock.close()
-                        raise
-                    conn.sock = sock
+            def connect():
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(path)
+                except OSError:
+                    sock.close()
+                    raise
+                conn.sock = sock
 
-                conn.connect = connect
-            return conn
+            conn.connect = connect
+        return conn
 
-        self._get_connection = get_connection
+    transport._get_connection = get_connection
+    return transport
 
 
 class SupervisorGateway:
@@ -445,12 +445,19 @@ class SupervisorGateway:
     def __repr__(self) -> str:
         return f"SupervisorGateway({self.url!r}, {self.program!r})"
 
-    def _call(self, method: str, *args):
-        transport = _TimedTransport(self.url, self.timeout)
+    def _call(self, method: str, *args, harmless: str | None = None):
+        """Call supervisord; the fault harmless names (in Faults) returns None."""
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import Faults
+
+        transport = _timed_transport(self.url, self.timeout)
         proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         try:
             return getattr(proxy.supervisor, method)(*args)
         except xmlrpc.client.Fault as fault:
+            if harmless and fault.faultCode == getattr(Faults, harmless):
+                return None
             if fault.faultCode == Faults.BAD_NAME:
                 raise ConfigError(
                     f"IBEAM_SUPERVISOR_PROGRAM={self.program} is not a program of "
@@ -461,8 +468,11 @@ class SupervisorGateway:
                 raise SupervisorError(
                     f"supervisord at {self.url} is shutting down; {method} refused"
                 ) from fault
-            if method in ("startProcess", "stopProcess"):
-                raise  # the caller knows which of these faults are harmless
+            if method in ORDER_VERBS:
+                raise SupervisorError(
+                    f"supervisord could not {ORDER_VERBS[method]} {self.program}: "
+                    f"{fault.faultString}"
+                ) from fault
             raise SupervisorError(
                 f"supervisord refused {method}: {fault.faultString}"
             ) from fault
@@ -502,23 +512,11 @@ class SupervisorGateway:
         return _foreign(self.listen_port, _tree_pids(self.pid()))
 
     def start(self) -> None:
-        try:
-            self._call("startProcess", self.program, True)
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode != Faults.ALREADY_STARTED:
-                raise SupervisorError(
-                    f"supervisord could not start {self.program}: {fault.faultString}"
-                ) from fault
+        self._call("startProcess", self.program, True, harmless="ALREADY_STARTED")
         log.info("gateway started through supervisord (%s)", self.program)
 
     def stop(self) -> None:
-        try:
-            self._call("stopProcess", self.program, True)
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode != Faults.NOT_RUNNING:
-                raise SupervisorError(
-                    f"supervisord could not stop {self.program}: {fault.faultString}"
-                ) from fault
+        self._call("stopProcess", self.program, True, harmless="NOT_RUNNING")
         log.info("gateway stopped through supervisord (%s)", self.program)
 
     def restart(self) -> None:

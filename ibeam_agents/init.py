@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jinja2
 import yaml
 
 from ibeam_agents import certs, conflint
@@ -187,6 +186,8 @@ def render_conf(
     deny: list[str],
 ) -> str:
     """Render templates/conf.yaml.j2 with the given values."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(path) for path in template_dirs()]),
         undefined=jinja2.StrictUndefined,

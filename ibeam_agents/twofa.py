@@ -30,10 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-from cryptography.hazmat.primitives.hashes import SHA1
-from cryptography.hazmat.primitives.twofactor.totp import TOTP
-
 from ibeam_agents.errors import ConfigError, SecondFactorUnavailable
 
 log = logging.getLogger(__name__)
@@ -158,6 +154,9 @@ class TotpSource(SecondFactor):
         min_remaining: float = TOTP_MIN_REMAINING,
         used_steps: dict[str, int] | None = None,
     ) -> None:
+        from cryptography.hazmat.primitives.hashes import SHA1
+        from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
         key = decode_base32_secret(secret)
         self._totp = TOTP(key, TOTP_DIGITS, SHA1(), TOTP_STEP, enforce_key_length=False)
         self._digest = hashlib.sha256(key).hexdigest()
@@ -296,6 +295,8 @@ class HttpSource(SecondFactor):
             self._sleep(self.POLL_INTERVAL)
 
     def _ask(self, timeout: float) -> str:
+        import requests
+
         try:
             answer = requests.request(
                 self._method, self._url, headers=self._headers, timeout=timeout
