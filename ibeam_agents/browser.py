@@ -9,10 +9,17 @@ Chromium is told to trust only the gateway's own certificate (its SPKI hash,
 read from the gateway before the browser starts) instead of ignoring every
 certificate error, and talks to chromedriver over a pipe, so no DevTools port
 is ever opened.
+
+A browser can also start ahead of its login, while a gateway the agent just
+started boots (``start_warm_browser``, pinned from the keystore on disk).  The
+login takes it once (``take_warm_browser``) if it still runs and pins the
+certificate the gateway shows; otherwise it is closed and a fresh one starts.
+Not taken within a minute, or at shutdown, it is closed all the same.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -28,6 +35,7 @@ import ssl
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,7 +60,6 @@ from selenium.common.exceptions import (
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.wait import WebDriverWait
 
 from ibeam_agents.errors import (
     BrowserUnavailable,
@@ -90,6 +97,9 @@ X_SOCKET_DIR = Path("/tmp/.X11-unix")
 # inside the 108 bytes a Unix socket allows.
 BROWSER_TMP = ".t"
 MAX_TEMP_BASE = 32
+# The gateway's own keystore and password when conf.yaml names none.
+DEFAULT_SSL_CERT = "vertx.jks"
+DEFAULT_SSL_PASSWORD = "mywebapi"
 X_SERVER_NAMES = ("Xvfb", "Xorg", "X", "Xvnc", "Xephyr", "Xwayland", "Xtigervnc")
 
 # Flags Chromium needs to start and stay quiet in a container on a closed network.
@@ -215,11 +225,20 @@ def check_driver_starts(driver: str, timeout: float = DRIVER_START_TIMEOUT) -> N
 _DRIVER_STATE = {"suspect": False}
 
 
-def preflight_browser(options: LoginOptions, *, start_driver: bool = True) -> str:
+def preflight_browser(
+    options: LoginOptions,
+    *,
+    start_driver: bool = True,
+    warm: bool = False,
+    spki: str | None = None,
+) -> str:
     """Check browser and driver exist, agree and start; return the browser version.
 
     With start_driver=False (each login) the driver is only started here while
-    the last start failed; otherwise the login's own start is the test.
+    the last start failed; otherwise the login's own start is the test.  With
+    warm=True the test is a warm browser for the coming login, pinned to spki
+    (``start_warm_browser``); if it does not get as far as a running driver,
+    the driver is started alone as without it, and fails the same way.
     """
     binary, driver = options.chrome_binary_path, options.chrome_driver_path
     _check_executable(binary, "the browser", "IBEAM_CHROME_BINARY_PATH")
@@ -235,6 +254,9 @@ def preflight_browser(options: LoginOptions, *, start_driver: bool = True) -> st
             f"{browser_version} ({binary}); install the chromedriver of major "
             f"version {browser_major} or set IBEAM_CHROME_DRIVER_PATH to it"
         )
+    if warm and start_warm_browser(options, spki):
+        _DRIVER_STATE["suspect"] = False
+        return browser_version
     if start_driver or _DRIVER_STATE["suspect"]:
         try:
             check_driver_starts(driver)
@@ -463,11 +485,51 @@ def gateway_spki_hash(base_url: str) -> str | None:
         raise GatewayUnreachable(
             f"the gateway at {host}:{port} gave no TLS certificate: {err}"
         ) from err
-    certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    return spki_hash(x509.load_pem_x509_certificate(pem.encode("ascii")))
+
+
+def spki_hash(certificate: x509.Certificate) -> str:
+    """Base64 SHA-256 of a certificate's public key, as Chromium's pin list takes it."""
     spki = certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+def keystore_spki_hash(gateway_dir: Path | str, base_url: str) -> str | None:
+    """The pin of the certificate the gateway will show, read from its keystore.
+
+    The warm browser starts before the gateway answers, so its pin comes from
+    root/conf.yaml's sslCert / sslPwd (a JKS or PKCS12 file, looked up from the
+    gateway dir, then root/, as the gateway does).  None over plain HTTP.
+    Raises ValueError when the keystore cannot be read.
+    """
+    if urlsplit(base_url).scheme != "https":
+        return None
+    import yaml
+
+    from ibeam_agents import certs
+    from ibeam_agents.errors import AgentError
+
+    conf_path = Path(gateway_dir) / "root" / "conf.yaml"
+    try:
+        conf = yaml.safe_load(conf_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{conf_path} cannot be read: {err}") from err
+    if not isinstance(conf, dict):
+        raise ValueError(f"{conf_path} is not a YAML mapping")
+    if conf.get("listenSsl", True) is False:
+        return None
+    name = str(conf.get("sslCert") or DEFAULT_SSL_CERT)
+    password = str(conf.get("sslPwd") or DEFAULT_SSL_PASSWORD)
+    candidates = [Path(gateway_dir) / name, Path(gateway_dir) / "root" / name]
+    path = next((item for item in candidates if item.is_file()), candidates[0])
+    try:
+        return spki_hash(certs.read_keystore(path, password))
+    except (OSError, ValueError, AgentError) as err:
+        raise ValueError(f"the keystore {path} cannot be read: {err}") from err
+    except Exception as err:  # a corrupt JKS trips pyjks in many ways
+        raise ValueError(f"the keystore {path} cannot be read: {err!r}") from err
 
 
 # --- the browser -------------------------------------------------------------
@@ -483,6 +545,8 @@ class BrowserSession:
     driver: Any = None
     driver_pid: int | None = None
     children: set[int] = field(default_factory=set)
+    # The warm browser's starter and its closer may both close it.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def chrome_options(
@@ -491,6 +555,9 @@ def chrome_options(
     """Chromium options for one attempt."""
     chrome = webdriver.ChromeOptions()
     chrome.binary_location = options.chrome_binary_path
+    # Navigations and clicks return once the document is parsed, not after
+    # every image and font: the flow reads the page as it fills in anyway.
+    chrome.page_load_strategy = "eager"
     for flag in CHROMIUM_FLAGS:
         chrome.add_argument(flag)
     chrome.add_argument(f"--user-data-dir={profile}")
@@ -537,11 +604,28 @@ def _temp_base() -> str:
     return "/tmp"
 
 
-def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | None):
+class _DriverService(Service):
+    """chromedriver that webdriver.Chrome may find already running.
+
+    The warm start runs it first, so the preflight can vouch for it before
+    Chromium has finished starting; starting it again would be a second driver.
+    """
+
+    def start(self) -> None:
+        process = getattr(self, "process", None)
+        if process is not None and process.poll() is None:
+            return
+        super().start()
+
+
+def _start_service(session: BrowserSession, options: LoginOptions) -> Service:
+    """Start the attempt's chromedriver (once) and wait until it answers."""
     assert session.display is not None
+    if session.service is not None:
+        return session.service
     for key, value in SELENIUM_OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-    service = Service(
+    service = _DriverService(
         options.chrome_driver_path,
         env=_browser_env(session.display.name, session.profile),
         popen_kw={"start_new_session": True},
@@ -549,6 +633,24 @@ def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | No
     # SE_CHROMEDRIVER in our environment would otherwise replace the path.
     service.path = options.chrome_driver_path
     session.service = service
+    try:
+        service.start()
+    except WebDriverException as err:
+        _DRIVER_STATE["suspect"] = True
+        raise BrowserUnavailable(
+            f"chromedriver did not start: {_first_line(err)}"
+        ) from err
+    except OSError as err:
+        _DRIVER_STATE["suspect"] = True
+        raise BrowserUnavailable(f"chromedriver did not start: {err}") from err
+    finally:
+        process = getattr(service, "process", None)
+        session.driver_pid = getattr(process, "pid", None)
+    return service
+
+
+def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | None):
+    service = _start_service(session, options)
     try:
         driver = webdriver.Chrome(
             service=service, options=chrome_options(options, session.profile, spki)
@@ -561,9 +663,6 @@ def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | No
     except OSError as err:
         _DRIVER_STATE["suspect"] = True
         raise BrowserUnavailable(f"chromedriver did not start: {err}") from err
-    finally:
-        process = getattr(service, "process", None)
-        session.driver_pid = getattr(process, "pid", None)
     session.driver = driver
     driver.set_page_load_timeout(options.page_load_timeout)
     if session.driver_pid is not None:
@@ -577,10 +676,16 @@ def _first_line(err: WebDriverException) -> str:
 
 
 def close_session(session: BrowserSession) -> None:
-    """Quit the driver and take down everything the attempt started."""
+    """Quit the driver and take down everything the attempt started (repeatable)."""
+    with session.lock:
+        _close_locked(session)
+
+
+def _close_locked(session: BrowserSession) -> None:
     if session.driver_pid is not None:
         session.children.update(descendants(session.driver_pid))
-    if session.driver is not None:
+    driver_runs = session.driver_pid is not None and _alive(session.driver_pid)
+    if session.driver is not None and driver_runs:
         try:
             session.driver.quit()
         except Exception as err:  # a crashed browser still has to go
@@ -590,6 +695,7 @@ def close_session(session: BrowserSession) -> None:
             session.service.stop()
         except Exception as err:
             log.debug("browser: stopping chromedriver failed: %s", err)
+    session.driver = session.service = None
 
     leftovers = set(_processes_of(session.driver_pid, session.profile))
     leftovers |= {pid for pid in session.children if _alive(pid)}
@@ -601,27 +707,274 @@ def close_session(session: BrowserSession) -> None:
 
     if session.display is not None and session.display.server is not None:
         _stop_xvfb(session.display)
+    session.display = None
     shutil.rmtree(session.profile, ignore_errors=True)
 
 
 @contextmanager
-def open_browser(options: LoginOptions, *, spki: str | None = None) -> Iterator[Any]:
-    """Yield a WebDriver for one attempt; everything it started is gone after."""
-    _check_executable(
-        options.chrome_binary_path, "the browser", "IBEAM_CHROME_BINARY_PATH"
-    )
-    _check_executable(
-        options.chrome_driver_path, "chromedriver", "IBEAM_CHROME_DRIVER_PATH"
-    )
-    session = BrowserSession(
-        profile=tempfile.mkdtemp(prefix="ibeam-chrome-", dir=_temp_base())
-    )
+def open_browser(
+    options: LoginOptions,
+    *,
+    spki: str | None = None,
+    session: BrowserSession | None = None,
+) -> Iterator[Any]:
+    """Yield a WebDriver for one attempt; everything it started is gone after.
+
+    ``session`` is a browser already started for the attempt (the warm one
+    from ``take_warm_browser``); it is closed afterwards all the same.
+    """
+    if session is None:
+        _check_executable(
+            options.chrome_binary_path, "the browser", "IBEAM_CHROME_BINARY_PATH"
+        )
+        _check_executable(
+            options.chrome_driver_path, "chromedriver", "IBEAM_CHROME_DRIVER_PATH"
+        )
+        session = BrowserSession(profile=_new_profile())
     try:
-        session.display = acquire_display(options.display)
-        driver = _start_driver(session, options, spki)
-        yield driver
+        if session.driver is None:
+            session.display = acquire_display(options.display)
+            _start_driver(session, options, spki)
+        yield session.driver
     finally:
         close_session(session)
+
+
+def _new_profile() -> str:
+    return tempfile.mkdtemp(prefix="ibeam-chrome-", dir=_temp_base())
+
+
+# --- the warm browser --------------------------------------------------------
+
+# A warm browser that no login took within this long is closed.
+WARM_TTL = 60.0
+# How long the preflight waits for the warm start's display and chromedriver.
+WARM_DRIVER_WAIT = DRIVER_START_TIMEOUT + 10.0
+# How long a login waits for a warm browser still starting.
+WARM_TAKE_WAIT = 30.0
+# How long closing waits for a warm start in progress before killing it.
+WARM_CLOSE_WAIT = 5.0
+WARM_PAGE = "about:blank"
+
+
+def launch_key(options: LoginOptions) -> tuple:
+    """What a browser is launched with besides its pin; a warm one must match."""
+    return (
+        options.chrome_binary_path,
+        options.chrome_driver_path,
+        options.display,
+        options.ui_scaling,
+    )
+
+
+@dataclass
+class _Warm:
+    """A browser started before the login that will use it."""
+
+    session: BrowserSession
+    key: tuple
+    spki: str | None
+    started: float
+    driver_done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    failure: str | None = None
+    driver_failed: bool = False  # the display or chromedriver did not start
+    settled: bool = False  # the start ended (ready or failed); set under the lock
+    cancelled: bool = False  # closed before it settled: its starter closes it
+    ready_at: float | None = None
+
+
+class _WarmSlot:
+    """Room for one warm browser; every change happens under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.warm: _Warm | None = None
+
+    def put(self, warm: _Warm) -> _Warm | None:
+        with self.lock:
+            old, self.warm = self.warm, warm
+        return old
+
+    def pop(self, only: _Warm | None = None) -> _Warm | None:
+        """Empty the slot and return what it held (only ``only``, if given)."""
+        with self.lock:
+            warm = self.warm
+            if warm is None or (only is not None and warm is not only):
+                return None
+            self.warm = None
+        return warm
+
+
+_SLOT = _WarmSlot()
+
+
+def start_warm_browser(
+    options: LoginOptions, spki: str | None, *, wait: float = WARM_DRIVER_WAIT
+) -> bool:
+    """Start a browser for the coming login; True once its chromedriver runs.
+
+    The X display and chromedriver start before this returns (what the
+    preflight vouches for); Chromium goes on starting on a thread, with a fresh
+    profile, pinned to ``spki``, and waits on a blank page for
+    ``take_warm_browser``.  Not taken within WARM_TTL, it is closed.
+    """
+    warm = _Warm(
+        session=BrowserSession(profile=_new_profile()),
+        key=launch_key(options),
+        spki=spki,
+        started=time.monotonic(),
+    )
+    old = _SLOT.put(warm)
+    if old is not None:
+        _cancel(old)
+    log.debug("warm browser: starting while the gateway starts")
+    thread = threading.Thread(
+        target=_warm_up, args=(warm, options), name="warm-browser", daemon=True
+    )
+    thread.start()
+    if warm.driver_done.wait(wait) and not warm.driver_failed:
+        return True
+    if not warm.driver_failed:
+        log.debug("warm browser: chromedriver not ready within %g s", wait)
+    if _SLOT.pop(warm) is not None:
+        _cancel(warm)
+    return False
+
+
+def _warm_up(warm: _Warm, options: LoginOptions) -> None:
+    """The warm start's thread: start, park, and close if nobody takes it."""
+    session = warm.session
+    try:
+        session.display = acquire_display(options.display)
+        _start_service(session, options)
+    except Exception as err:  # any failure only means the login starts fresh
+        warm.driver_failed = True
+        _settle(warm, f"{type(err).__name__}: {err}")
+        return
+    finally:
+        warm.driver_done.set()
+    try:
+        driver = _start_driver(session, options, warm.spki)
+        # The first command waits for Chromium to finish starting up: let it
+        # be this one, off the login's path.
+        driver.get(WARM_PAGE)
+    except Exception as err:
+        _settle(warm, f"{type(err).__name__}: {err}")
+        return
+    if not _settle(warm, None):
+        return
+    if warm.released.wait(WARM_TTL):
+        return
+    if _SLOT.pop(warm) is not None:
+        log.info("warm browser: closed, no login took it within %g s", WARM_TTL)
+        close_session(session)
+
+
+def _settle(warm: _Warm, failure: str | None) -> bool:
+    """Record how the start ended; False (everything closed) unless it is parked."""
+    with _SLOT.lock:
+        warm.failure = failure
+        warm.settled = True
+        keep = failure is None and not warm.cancelled
+    if keep:
+        warm.ready_at = time.monotonic()
+        log.debug("warm browser: ready in %.1f s", warm.ready_at - warm.started)
+    else:
+        if failure is not None:
+            log.debug(
+                "warm browser: did not start (%s); a login starts its own", failure
+            )
+        close_session(warm.session)
+        _SLOT.pop(warm)
+    warm.done.set()
+    return keep
+
+
+def _cancel(warm: _Warm) -> None:
+    """Close a warm browser that is out of the slot, started or not."""
+    with _SLOT.lock:
+        warm.cancelled = True
+        parked = warm.settled and warm.failure is None
+    warm.released.set()
+    if parked:
+        close_session(warm.session)
+
+
+def take_warm_browser(
+    options: LoginOptions, spki: str | None, *, wait: float = WARM_TAKE_WAIT
+) -> BrowserSession | None:
+    """The warm browser for this login, once, if it fits; else None (start fresh).
+
+    It fits when it runs, was launched with the same settings, and pins
+    ``spki``, the certificate the gateway shows now.  One that does not is
+    closed here.
+    """
+    warm = _SLOT.pop()
+    if warm is None:
+        return None
+    warm.released.set()
+    if not warm.done.wait(wait):
+        log.info("warm browser: still starting after %g s; starting a fresh one", wait)
+        _cancel(warm)
+        return None
+    if warm.failure is not None:
+        return None
+    why = _unfit(warm, options, spki)
+    if why is not None:
+        log.info("warm browser: not used (%s); starting a fresh one", why)
+        close_session(warm.session)
+        return None
+    warm.session.driver.set_page_load_timeout(options.page_load_timeout)
+    log.info(
+        "browser: using the warm browser (ready %.1f s before this login)",
+        time.monotonic() - (warm.ready_at or warm.started),
+    )
+    return warm.session
+
+
+def _unfit(warm: _Warm, options: LoginOptions, spki: str | None) -> str | None:
+    if warm.key != launch_key(options):
+        return "it was started with other browser settings"
+    if warm.spki != spki:
+        return "its pinned certificate is not the one the gateway shows"
+    return session_trouble(warm.session)
+
+
+def session_trouble(session: BrowserSession) -> str | None:
+    """Why a started browser cannot be used (gone, killed), or None if it answers."""
+    if session.driver is None:
+        return "it has no driver"
+    if session.driver_pid is None or not _alive(session.driver_pid):
+        return "its chromedriver is gone"
+    display = session.display
+    if display is not None and display.server is not None:
+        pid = _xvfb_pid(display.server)
+        if pid is not None and not _alive(pid):
+            return "its Xvfb is gone"
+    try:
+        session.driver.current_url  # noqa: B018 - a round trip to Chromium
+    except WebDriverException as err:
+        return f"Chromium does not answer: {_first_line(err)}"
+    return None
+
+
+def close_warm_browser(wait: float = WARM_CLOSE_WAIT) -> None:
+    """Close the warm browser, if any, even one still starting (at shutdown)."""
+    warm = _SLOT.pop()
+    if warm is None:
+        return
+    _cancel(warm)
+    if not warm.done.wait(wait):
+        # Its start hangs: take its processes down now; the starter closes
+        # again (harmlessly) when it returns.
+        close_session(warm.session)
+    log.debug("warm browser: closed")
+
+
+# Whatever way the agent ends, a warm browser must not outlive it.
+atexit.register(close_warm_browser)
 
 
 # --- the page, as the login flow sees it ------------------------------------
@@ -635,6 +988,40 @@ const desc = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(el), 'value')
 if (desc && desc.set) { desc.set.call(el, v); } else { el.value = v; }
 el.dispatchEvent(new Event('input', {bubbles: true}));
 el.dispatchEvent(new Event('change', {bubbles: true}));
+"""
+
+# Longest a wait for the page goes without reading it again; and the shortest
+# gap between two reads while the page keeps changing.
+WAIT_SLICE = 0.25
+MIN_READ_GAP = 0.02
+
+# Calls back as soon as the page changes after the snapshot taken of it
+# (arguments: its document id and mutation count, from PAGE_SCRIPT), or after
+# arguments[2] ms.  A navigation ends it with an error, which is a change too.
+CHANGE_SCRIPT = r"""
+const [doc, seen, limit] = arguments;
+const done = arguments[arguments.length - 1];
+const w = window;
+if ((w.__ibeamDoc || '') !== doc || (w.__ibeamMutations || 0) !== seen) {
+  done(true);
+} else {
+  const kinds = ['readystatechange', 'input', 'change'];
+  let over = false;
+  const finish = (changed) => {
+    if (over) return;
+    over = true;
+    observer.disconnect();
+    clearTimeout(timer);
+    for (const kind of kinds) document.removeEventListener(kind, wake, true);
+    done(changed);
+  };
+  const wake = () => finish(true);
+  const observer = new MutationObserver(wake);
+  observer.observe(document, {subtree: true, childList: true, attributes: true,
+                              characterData: true});
+  for (const kind of kinds) document.addEventListener(kind, wake, true);
+  const timer = setTimeout(() => finish(false), limit);
+}
 """
 
 FORM_BUTTON_SCRIPT = r"""
@@ -717,19 +1104,36 @@ class SeleniumPage:
         return snapshot
 
     def wait_for(self, predicate: Any, chains: Any, timeout: float) -> PageSnapshot:
-        """Poll the page until predicate(snapshot) holds or timeout; return the last."""
-        latest = [None]
+        """Read the page as it changes until predicate(snapshot) holds or timeout.
 
-        def changed(_driver: Any) -> bool:
-            latest[0] = self.read(chains)
-            return bool(predicate(latest[0]))
+        Returns the last snapshot.  Between reads the page itself says when it
+        changed (CHANGE_SCRIPT); a change it cannot see (a property set by
+        script) is still read within WAIT_SLICE.
+        """
+        deadline = time.monotonic() + timeout
+        latest = self.read(chains)
+        while not predicate(latest):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._await_change(latest, min(left, WAIT_SLICE))
+            latest = self.read(chains)
+        return latest
 
+    def _await_change(self, seen: PageSnapshot, seconds: float) -> None:
+        started = time.monotonic()
         try:
-            WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(changed)
-        except WebDriverException as err:
-            if not isinstance(err, TimeoutException) or latest[0] is None:
-                raise
-        return latest[0]
+            self.driver.execute_async_script(
+                CHANGE_SCRIPT, seen.document, seen.mutations, int(seconds * 1000)
+            )
+        except (JavascriptException, TimeoutException) as err:
+            # The document went away under the script: a navigation, a change.
+            log.debug("login page: wait ended by a page change: %s", err.msg)
+        # A page that never stops changing (an animated spinner) is read at
+        # most every MIN_READ_GAP, not on every mutation.
+        rest = MIN_READ_GAP - (time.monotonic() - started)
+        if rest > 0:
+            time.sleep(rest)
 
     def mark(self) -> tuple[str, int]:
         document, mutations = self.driver.execute_script(MARK_SCRIPT)
@@ -737,17 +1141,18 @@ class SeleniumPage:
 
     def type_exact(self, element: Any, text: str) -> bool:
         """Type text into element and check the field holds exactly it."""
-        try:
-            element.clear()
-        except WebDriverException:
-            pass
+        if element.get_property("value"):
+            # Each call is a round trip to the browser: clear only what needs it.
+            with contextlib.suppress(WebDriverException):
+                element.clear()
         if not _UNTYPEABLE.search(text):
             try:
                 element.send_keys(text)
             except WebDriverException as err:
                 log.debug("login page: typing failed (%s), setting the value", err.msg)
-        if element.get_property("value") != text:
-            self.driver.execute_script(SET_VALUE_SCRIPT, element, text)
+        if element.get_property("value") == text:
+            return True
+        self.driver.execute_script(SET_VALUE_SCRIPT, element, text)
         return element.get_property("value") == text
 
     def click(self, element: Any) -> None:

@@ -19,6 +19,7 @@ The command line builds one from the environment with `from_environment`.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from ibeam_agents import __version__, logs
 from ibeam_agents.budget import FailureBudget
 from ibeam_agents.client import GatewayApi, Routes, Status
 from ibeam_agents.credentials import Credentials, load_credentials
-from ibeam_agents.errors import BrowserUnavailable
+from ibeam_agents.errors import AgentError, BrowserUnavailable
 from ibeam_agents.gateway import make_gateway
 from ibeam_agents.health import start_health_server
 from ibeam_agents.settings import Settings, load_settings
@@ -47,6 +48,13 @@ def _login_module():
             f"the browser login module cannot be loaded ({exc})"
         ) from exc
     return login
+
+
+def _close_warm_browser() -> None:
+    """Close a browser started for a login that did not happen (yet)."""
+    browser = sys.modules.get("ibeam_agents.browser")
+    if browser is not None:  # never imported: nothing was started
+        browser.close_warm_browser()
 
 
 class GatewayClient:
@@ -147,7 +155,36 @@ class GatewayClient:
             from ibeam_agents import browser
 
             check = browser.preflight_browser
-        return check(self.settings.login_options())
+        options = self.settings.login_options()
+        warm, spki = self._warm_pin()
+        if not warm:
+            return check(options)
+        return check(options, warm=True, spki=spki)
+
+    def _warm_pin(self) -> tuple[bool, str | None]:
+        """Whether a login surely follows (a gateway just started), and the pin.
+
+        The watcher asks for the preflight right after it starts the gateway.
+        A gateway this agent started, or one that does not answer yet, has no
+        session, so the browser can start while it boots.  Its certificate is
+        pinned at launch, before the gateway can show it: from its keystore.
+        """
+        try:
+            fresh = self.gateway.owned or not self.gateway.answering()
+        except AgentError:
+            fresh = False
+        if not fresh:
+            return False, None
+        from ibeam_agents import browser
+
+        try:
+            spki = browser.keystore_spki_hash(
+                self.settings.gateway_dir, self.settings.base_url
+            )
+        except ValueError as exc:
+            log.debug("no warm browser: %s", exc)
+            return False, None
+        return True, spki
 
     # -- public methods -------------------------------------------------------
 
@@ -199,6 +236,7 @@ class GatewayClient:
         if status.kind in SESSION_KINDS:
             self.api.logout()
         self.gateway.stop()
+        _close_warm_browser()
 
     def close(self) -> None:
         """Stop the health server and release the HTTP session."""
@@ -208,4 +246,5 @@ class GatewayClient:
             server.server_close()
             thread.join(timeout=2)
             self._health = None
+        _close_warm_browser()
         self.api.close()

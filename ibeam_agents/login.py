@@ -1,10 +1,12 @@
 """The login page flow: one attempt through the gateway's browser login.
 
-``perform_login`` opens the login page in a fresh Chromium (``browser``), then
-loops: read the page in one script call, class it with ``classify_page``, and
-hand the state to the function named after it, until the page says the login
-succeeded or a handler raises.  Waiting is done by polling the page every
-100 ms (WebDriverWait) for a change, never by fixed sleeps.
+``perform_login`` opens the login page in a fresh Chromium (``browser``), or in
+the warm one started while the gateway booted, then loops: read the page in
+one script call, class it with ``classify_page``, and hand the state to the
+function named after it, until the page says the login succeeded or a handler
+raises.  Between reads the page itself reports its next change (a DOM
+mutation, an input, a navigation); it is read again at least every 250 ms,
+never after a fixed sleep.
 
 Which failures spend the failure budget is decided by the error class (see
 ``errors``): a rejected password, a refused code, an unapproved push, or an
@@ -39,6 +41,7 @@ from ibeam_agents.browser import (
     open_browser,
     preflight_browser,
     redact,
+    take_warm_browser,
 )
 from ibeam_agents.credentials import Credentials
 from ibeam_agents.errors import (
@@ -948,10 +951,14 @@ def perform_login(
         },
         options.success_text,
     )
-    preflight_browser(options, start_driver=False)
     spki = gateway_spki_hash(options.base_url)
+    # A browser started while the gateway booted, if it pins this certificate;
+    # its start already proved browser and driver work together.
+    warm = take_warm_browser(options, spki)
+    if warm is None:
+        preflight_browser(options, start_driver=False)
     push_timeout = two_factor.push_timeout if two_factor else DEFAULT_PUSH_TIMEOUT
-    with open_browser(options, spki=spki) as driver:
+    with open_browser(options, spki=spki, session=warm) as driver:
         flow = LoginFlow(
             SeleniumPage(driver),
             options,

@@ -84,3 +84,72 @@ def test_client_from_environment(tmp_path):
 def test_client_unknown_option_is_a_type_error(tmp_path):
     with pytest.raises(TypeError):
         GatewayClient(gateway_dir=tmp_path, outputs_dir=tmp_path, no_such_option=1)
+
+
+class _FakeGateway:
+    def __init__(self, owned: bool, answering: bool) -> None:
+        self.owned = owned
+        self._answering = answering
+
+    def answering(self) -> bool:
+        return self._answering
+
+
+def _preflight_client(tmp_path, monkeypatch, gateway):
+    from ibeam_agents import browser, login
+
+    calls = []
+    monkeypatch.setattr(
+        login, "preflight_browser", lambda o, **kw: calls.append(kw) or "156.0"
+    )
+    monkeypatch.setattr(browser, "keystore_spki_hash", lambda d, u: f"pin-of-{d.name}")
+    client = GatewayClient(
+        Credentials("u", "p"),
+        gateway_dir=_gateway_dir(tmp_path, 5077),
+        outputs_dir=tmp_path / "out",
+    )
+    client.gateway = gateway
+    return client, calls
+
+
+@pytest.mark.parametrize(
+    ("owned", "answering", "warm"),
+    [(True, True, True), (False, False, True), (False, True, False)],
+)
+def test_preflight_warms_a_browser_only_for_a_fresh_gateway(
+    tmp_path, monkeypatch, owned, answering, warm
+):
+    gateway = _FakeGateway(owned, answering)
+    client, calls = _preflight_client(tmp_path, monkeypatch, gateway)
+    assert client._preflight() == "156.0"
+    expected = {"warm": True, "spki": "pin-of-gw"} if warm else {}
+    assert calls == [expected]
+    client.close()
+
+
+def test_preflight_without_a_readable_keystore_starts_no_warm_browser(
+    tmp_path, monkeypatch
+):
+    from ibeam_agents import browser
+
+    client, calls = _preflight_client(tmp_path, monkeypatch, _FakeGateway(True, False))
+
+    def unreadable(_dir, _url):
+        raise ValueError("the keystore cannot be read")
+
+    monkeypatch.setattr(browser, "keystore_spki_hash", unreadable)
+    client._preflight()
+    assert calls == [{}]
+    client.close()
+
+
+def test_client_close_closes_the_warm_browser(tmp_path, monkeypatch):
+    from ibeam_agents import browser
+
+    closed = []
+    monkeypatch.setattr(browser, "close_warm_browser", lambda: closed.append(1))
+    client = GatewayClient(
+        gateway_dir=_gateway_dir(tmp_path, 5078), outputs_dir=tmp_path
+    )
+    client.close()
+    assert closed == [1]
