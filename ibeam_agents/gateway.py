@@ -155,6 +155,13 @@ def _describe(pid: int | None) -> str:
         return f"pid {pid}"
 
 
+def _resolved(path: Path | str) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(path)
+
+
 class StandaloneGateway:
     """A gateway the agent starts and stops itself (no supervisord)."""
 
@@ -190,16 +197,25 @@ class StandaloneGateway:
         return f"StandaloneGateway({str(self.gateway_dir)!r}, port={self.port})"
 
     def processes(self) -> list[psutil.Process]:
-        """Live processes whose command line contains the process match."""
+        """Live gateway processes of this gateway directory.
+
+        A process counts when its command line contains the process match and
+        it runs in IBEAM_GATEWAY_DIR: bin/run.sh only works from the gateway's
+        own directory, and another gateway on the machine (a paper one next to
+        a live one, say) must never be taken for ours, then stopped.
+        """
         self._reap()
         found = []
         me = os.getpid()
-        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        home = _resolved(self.gateway_dir)
+        for proc in psutil.process_iter(["pid", "cmdline", "status", "cwd"]):
             info = proc.info
             if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             cmdline = " ".join(info["cmdline"] or ())
-            if self.process_match in cmdline:
+            if self.process_match not in cmdline:
+                continue
+            if info["cwd"] and _resolved(info["cwd"]) == home:
                 found.append(proc)
         return found
 

@@ -12,6 +12,7 @@ import pytest
 from gateway_sim.harness import SimGateway
 from ibeam_agents.errors import ConfigError, PortInUse
 from ibeam_agents.gateway import StandaloneGateway
+from ibeam_agents.settings import DEFAULT_PROCESS_MATCH
 from tests.support.agent import (
     AgentProcess,
     browser_guard,
@@ -117,3 +118,30 @@ def test_agent_reports_port_conflict_without_a_restart_loop(sim, tmp_path):
             assert agent.log().count("ALERT") == 1
     finally:
         holder.close()
+
+
+def test_standalone_gateway_never_takes_another_directorys_gateway(sim_env, tmp_path):
+    # With the default match (the gateway's class name), another gateway on the
+    # machine matches too; only the one running in IBEAM_GATEWAY_DIR is ours.
+    other = SimGateway(tmp_path / "other").install().start()
+    try:
+        gw = StandaloneGateway(
+            sim_env.root,
+            process_match=DEFAULT_PROCESS_MATCH,
+            port=sim_env.port,
+            startup_timeout=20,
+            console_log=tmp_path / "console.log",
+        )
+        assert not gw.running()
+        gw.stop()  # nothing of ours runs: the other gateway is left alone
+        assert other.running()
+        gw.start()
+        gw.wait_ready()
+        ours = {proc.pid for proc in gw.processes()}
+        assert ours and other.pid not in ours
+        gw.stop()
+        assert not gw.running()
+        assert other.running() and other.state()["listening"]
+    finally:
+        other.stop()
+        kill_gateways(other.root)
