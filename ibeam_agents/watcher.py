@@ -66,6 +66,15 @@ LOST_SESSION_HINT = (
     "likely another login to this user from another device (IBKR Mobile on a "
     "phone, TWS, a browser) or an IBKR reset"
 )
+#: budget history entries that are not failed logins
+BUDGET_MARKS = ("Reset", "AccountLocked")
+#: what to check before `ibeam reset-failures`, by the last failure's class
+HALT_FIXES = {
+    "CredentialsRejected": "check IBEAM_ACCOUNT and IBEAM_PASSWORD (and IBEAM_KEY)",
+    "SecondFactorFailed": "check the second-factor source (IBEAM_TWO_FA_HANDLER)",
+    "NeverAuthenticated": "check the account's state with IBKR (log in by hand)",
+    "LoginRefused": "read the banner in the log; check the credentials",
+}
 SESSION_KINDS = (
     StatusKind.AUTHENTICATED,
     StatusKind.NOT_AUTHENTICATED,
@@ -1101,9 +1110,13 @@ class Watcher:
         return State.HALTED
 
     def _halt_budget(self, state) -> State:
+        kinds = [entry.get("kind") for entry in state.history]
+        last = next((k for k in reversed(kinds) if k not in BUDGET_MARKS), None)
+        fix = HALT_FIXES.get(last, "find the cause in the log")
         return self._halt(
-            f"failure budget spent ({state.spent} of {state.limit} failed logins); no "
-            "more logins until `ibeam reset-failures`",
+            f"failure budget spent ({state.spent} of {state.limit} failed logins"
+            f"{f', the last {last}' if last else ''}); no more logins until "
+            f"`ibeam reset-failures`: {fix} first",
             budget=True,
         )
 

@@ -169,6 +169,8 @@ def test_watcher_bad_password_stops_at_the_budget(make_rig):
     assert rig.login.calls == 3
     snap = rig.watcher.snapshot()
     assert not snap["live"] and "reset-failures" in snap["alert"]
+    assert "the last CredentialsRejected" in snap["alert"]
+    assert "check IBEAM_ACCOUNT and IBEAM_PASSWORD" in snap["alert"]
     assert snap["failures"]["budget"]["spent"] == 3
 
 
