@@ -110,8 +110,8 @@ def read_secret(
     if direct and path:
         raise ConfigError(f"{name} and {file_name} are both set; keep only one of them")
     if direct and file_source:
-        file_name, path, direct = name, direct, None
-    if path:
+        value = _read_fs_source(name, direct)
+    elif path:
         value = _read_secret_file(file_name, path)
     elif direct:
         value = _strip_line_end(direct)
@@ -140,6 +140,37 @@ def _read_secret_file(setting: str, path: str) -> str:
     value = _strip_line_end(value)
     if not value:
         raise ConfigError(f"{setting} names {path!r}, which is empty; put the value in")
+    return value
+
+
+def _read_fs_source(name: str, path: str) -> str:
+    """Read the file a variable names under IBEAM_SECRETS_SOURCE=fs.
+
+    The variable may well hold the secret itself (the usual slip when switching
+    to fs), so no message shows its value, and the OSError, which carries it as
+    the file name, is not chained.
+    """
+    rule = f"{name} must hold the path of a readable file (IBEAM_SECRETS_SOURCE=fs)"
+    fix = (
+        "unset IBEAM_SECRETS_SOURCE to give values directly, "
+        f"or name the file with {name}_FILE"
+    )
+    try:
+        value = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{rule}, and its value is not one ({exc.strerror}); {fix}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{name} names a file that is not UTF-8 text (IBEAM_SECRETS_SOURCE=fs); "
+            "save it as UTF-8"
+        ) from None
+    value = _strip_line_end(value)
+    if not value:
+        raise ConfigError(
+            f"{name} names an empty file (IBEAM_SECRETS_SOURCE=fs); put the value in"
+        )
     return value
 
 

@@ -227,6 +227,16 @@ def input_cases() -> list[Case]:
             ("IBEAM_PASSWORD",),
         ),
         Case(
+            "fs-secrets-value-instead-of-path",
+            {
+                "IBEAM_SECRETS_SOURCE": "fs",
+                "IBEAM_ACCOUNT": FILE,
+                "IBEAM_PASSWORD": "MySecretPw!",
+            },
+            ("IBEAM_PASSWORD",),
+            secret="MySecretPw!",
+        ),
+        Case(
             "malformed-gateway-conf-yaml",
             {},
             ("conf.yaml",),

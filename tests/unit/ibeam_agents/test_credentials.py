@@ -66,6 +66,37 @@ def test_credentials_secrets_source_fs_reads_paths(tmp_path):
     assert load_credentials(env) == Credentials("ignored", "from-file")
 
 
+@pytest.mark.parametrize("name", ["IBEAM_ACCOUNT", "IBEAM_PASSWORD", "IBEAM_KEY"])
+def test_credentials_fs_source_never_shows_a_value_that_is_no_path(tmp_path, name):
+    """The slip of switching to fs with the values still set: name, rule, fix."""
+    (tmp_path / "ok").write_text("fine")
+    env = {
+        "IBEAM_SECRETS_SOURCE": "fs",
+        "IBEAM_ACCOUNT": str(tmp_path / "ok"),
+        "IBEAM_PASSWORD": str(tmp_path / "ok"),
+        name: "MySecretPw!",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_credentials(env, interactive=False)
+    text = str(info.value)
+    assert "MySecretPw" not in text
+    assert text.startswith(f"{name} must hold the path of a readable file")
+    assert "IBEAM_SECRETS_SOURCE=fs" in text
+    assert "unset IBEAM_SECRETS_SOURCE" in text and f"{name}_FILE" in text
+    # the OSError carries the value as its file name: not chained, not shown
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_credentials_fs_source_empty_or_binary_file_hides_the_path(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe")
+    for content, words in (("empty", "an empty file"), ("binary", "not UTF-8")):
+        env = {"IBEAM_SECRETS_SOURCE": "fs", "IBEAM_PASSWORD": str(tmp_path / content)}
+        with pytest.raises(ConfigError, match=words) as info:
+            read_secret(env, "IBEAM_PASSWORD", file_source=True)
+        assert str(tmp_path) not in str(info.value)
+
+
 def test_credentials_both_variable_and_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="IBEAM_PASSWORD and IBEAM_PASSWORD_FILE"):
         read_secret(
