@@ -11,7 +11,10 @@ before supervisord starts the gateway.  It
 2. installs certificates from the inputs dir (a PEM pair, or IBeam's
    ``cacert.jks`` + ``cacert.pem``) and wires ``sslCert``/``sslPwd``;
 3. lints the result (see ``conflint``) and prints the effective file;
-4. writes the keystore, the agent's CA file and ``root/conf.yaml`` atomically,
+4. with ``--check-agent`` (the entrypoint's way), reads the agent's settings and
+   credentials as the agent will, so that a setting the agent refuses stops the
+   appliance here instead of after supervisord has started everything;
+5. writes the keystore, the agent's CA file and ``root/conf.yaml`` atomically,
    and only once every check has passed.
 
 Bad input ends it with one line naming the input and the fix, and exit status 2.
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             inputs_dir=Path(args.inputs_dir),
             agent_env=Path(args.agent_env) if args.agent_env else None,
             environ=os.environ,
+            check_agent=args.check_agent,
         )
     except AgentError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -113,6 +117,7 @@ def run(
     inputs_dir: Path,
     environ: Mapping[str, str],
     agent_env: Path | None = None,
+    check_agent: bool = False,
 ) -> Plan:
     """Decide, check, print and then write the gateway's files."""
     root = gateway_dir / "root"
@@ -122,6 +127,8 @@ def run(
             "the unzipped clientportal.gw (the directory holding bin/run.sh)"
         )
     plan = make_plan(inputs_dir=inputs_dir, environ=environ)
+    if check_agent:
+        check_agent_input(plan, environ=environ)
     plan.notes.extend(misplaced_notes(inputs_dir, gateway_dir, plan))
     for note in plan.notes:
         log.warning("%s", note)
@@ -149,6 +156,36 @@ def make_plan(*, inputs_dir: Path, environ: Mapping[str, str]) -> Plan:
             "IBEAM_GATEWAY_BASE_URL so the agent takes the port from conf.yaml"
         )
     return plan
+
+
+def check_agent_input(plan: Plan, *, environ: Mapping[str, str]) -> None:
+    """Read the agent's settings and credentials as the agent will; keep nothing.
+
+    Under supervisord a setting the agent refuses shows only after every program
+    has started, and ends as a FATAL agent with exit status 0 (a restart loop
+    under a restart policy).  Checked here, it is one line and exit status 2.
+    The agent finds the gateway's URL in the conf.yaml about to be written, so
+    the check takes it from the plan; the CA file the plan writes is checked
+    already; supervisord gives the agent its own socket address
+    (IBEAM_SUPERVISOR_URL).  The credentials are read without a terminal, as
+    under supervisord, decrypted when IBEAM_KEY is set, and dropped at once.
+    """
+    from ibeam_agents.credentials import load_credentials
+    from ibeam_agents.settings import load_settings
+
+    env = dict(environ)
+    env.pop("IBEAM_SUPERVISOR_URL", None)
+    if not (env.get("IBEAM_GATEWAY_BASE_URL") or "").strip():
+        env["IBEAM_GATEWAY_BASE_URL"] = planned_base_url(plan)
+    load_settings(env)
+    load_credentials(env, interactive=False)
+
+
+def planned_base_url(plan: Plan) -> str:
+    """The URL the agent derives from the planned conf.yaml (as settings does)."""
+    config = yaml.safe_load(plan.conf_text) or {}
+    scheme = "http" if config.get("listenSsl", True) is False else "https"
+    return f"{scheme}://localhost:{config.get('listenPort', DEFAULT_PORT)}"
 
 
 def write_plan(
@@ -528,6 +565,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--agent-env",
         help="write shell exports for the agent (e.g. IBEAM_GATEWAY_CA_CERT) here",
+    )
+    parser.add_argument(
+        "--check-agent",
+        action="store_true",
+        help="also check the agent's settings and credentials (read without a "
+        "terminal), so that bad input stops here; the image's entrypoint does",
     )
     return parser.parse_args(argv)
 

@@ -139,10 +139,12 @@ ibeam_hide_secrets() {
 	done
 }
 
-# Render conf.yaml and install certificates; pass what the agent needs on.
+# Render conf.yaml and install certificates, after checking the agent's
+# settings and credentials too (a bad one ends here with status 2, not as a
+# FATAL agent once supervisord runs); pass what the agent needs on.
 ibeam_init() {
 	local agent_env="$IBEAM_RUN_DIR/agent.env"
-	python -m ibeam_agents init --agent-env "$agent_env"
+	python -m ibeam_agents init --check-agent --agent-env "$agent_env"
 	# shellcheck source=/dev/null
 	. "$agent_env"
 	# only the init step opens the keystore

@@ -155,6 +155,79 @@ def test_entrypoint_stops_on_bad_setting_before_supervisord(tmp_path):
     assert "starting supervisord" not in done.stdout
 
 
+def run_entrypoint(tmp_path, extra: dict[str, str]):
+    """The entrypoint with a stand-in supervisord that prints its environment."""
+    gateway = tmp_path / "gw"
+    (gateway / "root").mkdir(parents=True, exist_ok=True)
+    fake = tmp_path / "bin" / "supervisord"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text("#!/bin/sh\necho supervisord-started\nenv\n")
+    fake.chmod(0o755)
+    env = {
+        "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "IBEAM_RUN_DIR": str(tmp_path / "run"),
+        "IBEAM_GATEWAY_DIR": str(gateway),
+        "IBEAM_INPUTS_DIR": str(tmp_path / "inputs"),
+        "IBEAM_OUTPUTS_DIR": str(tmp_path / "outputs"),
+        "DISPLAY": ":4716",
+        **extra,
+    }
+    done = subprocess.run(
+        [str(ENTRYPOINT), str(fake)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, gateway
+
+
+def test_entrypoint_checks_agent_settings_before_supervisord(tmp_path):
+    """A setting only the agent reads stops the appliance in the init step."""
+    creds = {"IBEAM_ACCOUNT": "ep-user", "IBEAM_PASSWORD": "ep-pw-1"}
+    done, gateway = run_entrypoint(
+        tmp_path, {**creds, "IBEAM_MAINTENANCE_INTERVAL": "abc"}
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert errors == [
+        "ConfigError: IBEAM_MAINTENANCE_INTERVAL must be a number of seconds "
+        "greater than 0: got 'abc'"
+    ]
+    assert "supervisord-started" not in done.stdout
+    assert not (gateway / "root" / "conf.yaml").exists()
+
+    done, gateway = run_entrypoint(tmp_path, creds)
+    assert done.returncode == 0, done.stderr
+    assert "supervisord-started" in done.stdout
+    assert "ep-pw-1" not in done.stdout + done.stderr
+    assert (gateway / "root" / "conf.yaml").exists()
+
+
+def test_entrypoint_checks_credentials_before_supervisord(tmp_path):
+    cases = [
+        ({"IBEAM_PASSWORD": "ep-pw-1"}, "IBEAM_ACCOUNT is not set"),
+        (
+            {
+                "IBEAM_SECRETS_SOURCE": "fs",
+                "IBEAM_ACCOUNT": "ep-account-name",
+                "IBEAM_PASSWORD": "ep-pw-1",
+            },
+            "IBEAM_ACCOUNT must hold the path of a readable file",
+        ),
+    ]
+    for extra, words in cases:
+        done, gateway = run_entrypoint(tmp_path, extra)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert words in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "supervisord-started" not in done.stdout
+        for value in extra.values():
+            if value.startswith("ep-"):
+                assert value not in done.stdout + done.stderr
+
+
 def test_entrypoint_secret_list_is_the_agents():
     done = source_and_run('printf "%s\\n" "${IBEAM_SECRETS[@]}"')
     assert done.stdout.split() == list(SECRET_VARIABLES)

@@ -486,6 +486,37 @@ def test_bad_input_is_refused_with_one_line(case, setup, in_process, capsys):
     assert setup.snapshot() == before
 
 
+# Agent cases the appliance's init step sees too.  Not: a gateway conf.yaml of
+# the case's own (the init step replaces it), IBEAM_SUPERVISOR_URL (supervisord
+# sets the agent's own, whatever the container was given).
+INIT_AGENT_CASES = [
+    case
+    for case in ALL_CASES
+    if not case.appliance
+    and case.gateway_conf is None
+    and "IBEAM_SUPERVISOR_URL" not in case.env
+]
+
+
+@pytest.mark.parametrize("case", INIT_AGENT_CASES, ids=lambda case: case.id)
+def test_bad_input_agent_setting_stops_the_init_step(case, setup, in_process, capsys):
+    """`init --check-agent` (the entrypoint's way) refuses what the agent would:
+    one line, exit 2, before supervisord would start anything; nothing written."""
+    setup.prepare(case)
+    before = setup.snapshot()
+    for name in [k for k in os.environ if k.startswith("IBEAM_")]:
+        in_process.delenv(name)
+    for name, value in setup.environ(case).items():
+        in_process.setenv(name, value)
+    capsys.readouterr()
+    code = init.main([*init_argv(setup), "--check-agent"])
+    captured = capsys.readouterr()
+    check_error(case, code, captured.err)
+    if case.secret and len(case.secret) >= 3:
+        assert case.secret not in captured.out
+    assert setup.snapshot() == before
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     "case",

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ibeam_agents import certs, init
-from ibeam_agents.errors import ConfigError
+from ibeam_agents.errors import ConfigError, MissingCredentialError
 
 INPUTS_CONF = """\
 listenPort: 5055
@@ -281,3 +281,104 @@ def test_main_succeeds_with_defaults(dirs, monkeypatch):
     status = init.main(["--gateway-dir", str(dirs[0]), "--inputs-dir", str(dirs[1])])
     assert status == 0
     assert written_conf(dirs)["listenPort"] == 5000
+
+
+AGENT_ENV = {"IBEAM_ACCOUNT": "agent-user", "IBEAM_PASSWORD": "agent-pw-1"}
+
+
+def test_check_agent_refuses_an_agent_setting_before_writing(dirs):
+    environ = {**AGENT_ENV, "IBEAM_MAINTENANCE_INTERVAL": "abc"}
+    with pytest.raises(ConfigError, match="IBEAM_MAINTENANCE_INTERVAL must be"):
+        init.run(
+            gateway_dir=dirs[0], inputs_dir=dirs[1], environ=environ, check_agent=True
+        )
+    assert list((dirs[0] / "root").iterdir()) == []
+    run_init(dirs, environ)  # without the check, the gateway's part passes
+
+
+def test_check_agent_refuses_missing_or_unreadable_credentials(dirs, tmp_path):
+    cases = [
+        ({"IBEAM_PASSWORD": "pw"}, MissingCredentialError, "IBEAM_ACCOUNT is not set"),
+        (
+            {**AGENT_ENV, "IBEAM_PASSWORD": None, "IBEAM_PASSWORD_FILE": "/nope"},
+            ConfigError,
+            "IBEAM_PASSWORD_FILE names '/nope'",
+        ),
+        ({**AGENT_ENV, "IBEAM_KEY": "k" * 44}, ConfigError, "IBEAM_KEY is not"),
+    ]
+    for environ, error, words in cases:
+        environ = {k: v for k, v in environ.items() if v is not None}
+        with pytest.raises(error, match=words):
+            init.check_agent_input(
+                init.make_plan(inputs_dir=dirs[1], environ={}), environ=environ
+            )
+
+
+def test_check_agent_never_shows_an_fs_source_value(dirs, monkeypatch, capsys):
+    for name in [k for k in os.environ if k.startswith("IBEAM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("IBEAM_SECRETS_SOURCE", "fs")
+    monkeypatch.setenv("IBEAM_ACCOUNT", os.devnull)
+    monkeypatch.setenv("IBEAM_PASSWORD", "Very$ecretPw")
+    status = init.main(
+        ["--check-agent", "--gateway-dir", str(dirs[0]), "--inputs-dir", str(dirs[1])]
+    )
+    out = capsys.readouterr()
+    assert status == 2
+    assert out.err.startswith("ConfigError: IBEAM_ACCOUNT names an empty file")
+    monkeypatch.setenv("IBEAM_ACCOUNT", str(dirs[1]))  # a directory: unreadable
+    status = init.main(
+        ["--check-agent", "--gateway-dir", str(dirs[0]), "--inputs-dir", str(dirs[1])]
+    )
+    out = capsys.readouterr()
+    assert status == 2
+    assert out.err.startswith("ConfigError: IBEAM_ACCOUNT must hold the path")
+    assert str(dirs[1]) not in out.err
+    account = dirs[1].parent / "account"
+    account.write_text("someone\n")
+    monkeypatch.setenv("IBEAM_ACCOUNT", str(account))
+    status = init.main(
+        ["--check-agent", "--gateway-dir", str(dirs[0]), "--inputs-dir", str(dirs[1])]
+    )
+    out = capsys.readouterr()
+    assert status == 2
+    assert out.err.startswith("ConfigError: IBEAM_PASSWORD must hold the path")
+    assert "Very$ecretPw" not in out.out + out.err
+    assert not (dirs[0] / "root" / "conf.yaml").exists()
+
+
+def test_check_agent_takes_the_url_from_the_planned_conf(dirs):
+    """A malformed old root/conf.yaml (being replaced) does not stop the check."""
+    (dirs[0] / "root" / "conf.yaml").write_text("listenPort: [5000\n")
+    (dirs[1] / "conf.yaml").write_text(INPUTS_CONF)
+    plan = init.make_plan(inputs_dir=dirs[1], environ={})
+    assert init.planned_base_url(plan) == "https://localhost:5055"
+    environ = {**AGENT_ENV, "IBEAM_SUPERVISOR_URL": "not a url"}
+    init.run(gateway_dir=dirs[0], inputs_dir=dirs[1], environ=environ, check_agent=True)
+    assert written_conf(dirs)["listenPort"] == 5055
+
+
+def test_check_agent_accepts_the_ca_file_it_is_about_to_write(dirs):
+    cert_pem, key_pem = certs.make_self_signed(["localhost"])
+    (dirs[1] / "cert.pem").write_bytes(cert_pem)
+    (dirs[1] / "key.pem").write_bytes(key_pem)
+    environ = {**AGENT_ENV, "IBEAM_GATEWAY_TLS": "true"}
+    init.run(gateway_dir=dirs[0], inputs_dir=dirs[1], environ=environ, check_agent=True)
+    assert (dirs[0] / "root" / certs.AGENT_CA_NAME).read_bytes() == cert_pem
+
+
+def test_main_check_agent_prints_one_line_and_exits_2(dirs, monkeypatch, capsys):
+    for name in [k for k in os.environ if k.startswith("IBEAM_")]:
+        monkeypatch.delenv(name)
+    for name, value in AGENT_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IBEAM_TRADING_MODE", "demo")
+    argv = ["--gateway-dir", str(dirs[0]), "--inputs-dir", str(dirs[1])]
+    status = init.main(["--check-agent", *argv])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1
+    assert err.startswith("ConfigError: IBEAM_TRADING_MODE must be one of live, paper")
+    assert not (dirs[0] / "root" / "conf.yaml").exists()
+    monkeypatch.delenv("IBEAM_TRADING_MODE")
+    assert init.main(["--check-agent", *argv]) == 0
