@@ -5,15 +5,25 @@ not, then maintain until SIGTERM or SIGINT.  IBeam's flags keep their meaning;
 subcommands cover the rest.  Errors end here, once: one line
 ``ClassName: message`` on stderr and the error's exit code (2 for bad
 configuration, 1 otherwise).
+
+A maintaining run (no flag, or -m) holds an exclusive lock on ``agent.lock`` in
+the outputs dir, next to the failure budget, for as long as it runs: a second
+agent on the same outputs dir would share the budget and the gateway, and log
+the first one's session out when it stops.  One-shot flags and subcommands do
+not take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import getpass
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ibeam_agents import __version__, logs
@@ -193,6 +203,55 @@ def cmd_init(args) -> int:
     return init_main(list(getattr(args, "init_args", []))) or 0
 
 
+#: the maintaining agent's lock file, in the outputs dir; it holds the pid
+AGENT_LOCK_NAME = "agent.lock"
+
+
+@contextlib.contextmanager
+def agent_lock(outputs_dir: Path) -> Iterator[Path]:
+    """Hold the one-agent lock of outputs_dir, or refuse naming the holder.
+
+    flock(2), not a pid file: the kernel drops the lock when the holder exits,
+    however it exits, so a stale file never blocks a start.  The descriptor is
+    not inherited by the programs the agent starts (the browser, the gateway).
+    """
+    path = Path(outputs_dir) / AGENT_LOCK_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError(
+            f"IBEAM_OUTPUTS_DIR={outputs_dir}: the agent's lock {path} cannot be "
+            f"opened ({exc.strerror}); point IBEAM_OUTPUTS_DIR at a directory "
+            "this user can write"
+        ) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise ConfigError(
+                f"another agent (pid {holder if holder.isdigit() else 'unknown'}) "
+                f"already runs with the outputs dir {outputs_dir} (it holds "
+                f"{AGENT_LOCK_NAME}): stop it first; one agent keeps a gateway, and "
+                "agents of different gateways need an IBEAM_OUTPUTS_DIR each"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"IBEAM_OUTPUTS_DIR={outputs_dir}: the agent's lock {path} cannot "
+                f"be taken ({exc.strerror}); put the outputs dir on a local file "
+                "system"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
 def _one_call(args, settings) -> int:
     """-t, -c, -u, -l: one request to the gateway, printed."""
     from ibeam_agents.client import StatusKind
@@ -218,15 +277,27 @@ def _one_call(args, settings) -> int:
 
 
 def _run(args) -> int:
-    from ibeam_agents.keeper import GatewayClient
-
     settings = load_settings()
     _configure_logs(settings, args.verbose)
     if args.tickle or args.check or args.user or args.validate:
         return _one_call(args, settings)
-    needs_credentials = not (args.start or args.kill)
+    if args.start or args.kill or args.authenticate:
+        return _one_shot(args, settings)
+    from ibeam_agents.keeper import GatewayClient
+
+    # credentials first: bad input is refused before the outputs dir is touched;
+    # building the client starts nothing
+    client = GatewayClient.from_environment(settings=settings)
+    with agent_lock(settings.outputs_dir):
+        return client.maintain(maintain_only=args.maintain)
+
+
+def _one_shot(args, settings) -> int:
+    """-s, -k, -a: start, stop or authenticate once (no agent lock)."""
+    from ibeam_agents.keeper import GatewayClient
+
     client = GatewayClient.from_environment(
-        settings=settings, with_credentials=needs_credentials
+        settings=settings, with_credentials=args.authenticate
     )
     if args.start:
         client.start()
@@ -235,16 +306,12 @@ def _run(args) -> int:
     if args.kill:
         client.stop()
         return 0
-    if args.authenticate:
-        try:
-            ok = client.authenticate()
-        finally:
-            client.close()
-        print(
-            "authenticated" if ok else f"not authenticated: {client.watcher.state.name}"
-        )
-        return 0 if ok else 1
-    return client.maintain(maintain_only=args.maintain)
+    try:
+        ok = client.authenticate()
+    finally:
+        client.close()
+    print("authenticated" if ok else f"not authenticated: {client.watcher.state.name}")
+    return 0 if ok else 1
 
 
 def dispatch(args) -> int:

@@ -12,6 +12,7 @@ import pytest
 from ibeam_agents import cli, logs
 from ibeam_agents.budget import FailureBudget
 from ibeam_agents.credentials import decrypt_password
+from ibeam_agents.errors import ConfigError
 from ibeam_agents.health import start_health_server
 
 
@@ -138,3 +139,82 @@ def test_cli_init_passes_every_option_to_the_init_step(env, monkeypatch):
     assert cli.main(["init", *argv]) == 0
     assert cli.main(["-v", "init", "--help"]) == 0
     assert seen == [argv, ["--help"]]
+
+
+def _held_by_someone(path) -> bool:
+    """Whether another open file description holds path's flock."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@pytest.fixture
+def maintain_trap(env, monkeypatch):
+    """GatewayClient.maintain replaced: records the lock file while it 'runs'."""
+    from ibeam_agents import keeper
+
+    env.setenv("IBEAM_ACCOUNT", "lock-user")
+    env.setenv("IBEAM_PASSWORD", "lock-pw")
+    seen = []
+
+    def maintain(self, *, maintain_only=False, health=True):
+        path = self.settings.outputs_dir / cli.AGENT_LOCK_NAME
+        seen.append((maintain_only, path.read_text(), _held_by_someone(path)))
+        return 0
+
+    monkeypatch.setattr(keeper.GatewayClient, "maintain", maintain)
+    return seen
+
+
+@pytest.mark.parametrize("argv", [[], ["-m"]])
+def test_cli_maintaining_run_holds_the_agent_lock(maintain_trap, tmp_path, argv):
+    assert cli.main(argv) == 0
+    assert maintain_trap == [(argv == ["-m"], f"{os.getpid()}\n", True)]
+    lock = tmp_path / "out" / cli.AGENT_LOCK_NAME
+    assert not _held_by_someone(lock) and lock.read_text() == ""
+
+
+def test_cli_second_agent_is_refused_naming_the_first(
+    maintain_trap, env, tmp_path, capsys
+):
+    def run(argv):
+        env.setenv("IBEAM_ACCOUNT", "lock-user")  # the agent drops them once read
+        env.setenv("IBEAM_PASSWORD", "lock-pw")
+        return cli.main(argv)
+
+    outputs = tmp_path / "out"
+    with cli.agent_lock(outputs):
+        assert run([]) == 2
+        assert run(["-m"]) == 2
+    assert maintain_trap == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0] == err[1]
+    assert err[0].startswith(f"ConfigError: another agent (pid {os.getpid()}) ")
+    assert str(outputs) in err[0]
+    assert run([]) == 0  # released with the holder
+
+
+def test_cli_agent_lock_in_an_unwritable_place_is_a_config_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="IBEAM_OUTPUTS_DIR=.*cannot be opened"):
+        with cli.agent_lock(blocker / "out"):
+            pass
+
+
+def test_cli_one_shots_do_not_take_the_agent_lock(env, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "_one_call", lambda args, s: seen.append("call") or 0)
+    monkeypatch.setattr(cli, "_one_shot", lambda args, s: seen.append("shot") or 0)
+    with cli.agent_lock(tmp_path / "out"):
+        for flag in ("-t", "-c", "-u", "-l", "-k", "-s", "-a"):
+            assert cli.main([flag]) == 0, flag
+        assert cli.main(["reset-failures"]) == 0
+    assert seen == ["call"] * 4 + ["shot"] * 3
