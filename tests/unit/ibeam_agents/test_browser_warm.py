@@ -172,8 +172,12 @@ class Fakes:
 
 
 @pytest.fixture
-def fakes(monkeypatch):
+def fakes(monkeypatch, tmp_path):
     browser.close_warm_browser()
+    profiles = iter(range(1000))
+    monkeypatch.setattr(
+        browser, "_new_profile", lambda: str(tmp_path / f"profile-{next(profiles)}")
+    )
     yield Fakes(monkeypatch)
     browser.close_warm_browser()
 
