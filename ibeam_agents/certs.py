@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +119,7 @@ def from_pem_pair(
         keystore_name=KEYSTORE_NAME,
         keystore=keystore,
         password=password,
-        agent_ca=cert_path.read_bytes(),
+        agent_ca=read_input(cert_path),
         origin=f"{cert_path} + {key_path}",
         notes=tuple(notes),
     )
@@ -147,9 +149,9 @@ def from_cacert(
     notes = check_certificate(leaf, host=host, source=str(jks_path), now=now)
     return TlsMaterial(
         keystore_name=CACERT_JKS,
-        keystore=jks_path.read_bytes(),
+        keystore=read_input(jks_path),
         password=password,
-        agent_ca=pem_path.read_bytes(),
+        agent_ca=read_input(pem_path),
         origin=f"{jks_path} + {pem_path}",
         notes=tuple(notes),
     )
@@ -190,13 +192,46 @@ def make_self_signed(
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
+def read_input(path: Path) -> bytes:
+    """Read an input file; a failure names the file and how to make it readable.
+
+    An inputs dir mounted from the host keeps the host's owners and modes, and
+    the appliance runs as uid 1000: a key made owner-only (0600) by another
+    user cannot be read.
+    """
+    try:
+        return Path(path).read_bytes()
+    except PermissionError as exc:
+        raise ConfigError(unreadable_message(path)) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"{path} cannot be read ({exc.strerror}): put a readable file there"
+        ) from exc
+
+
+def unreadable_message(path: Path) -> str:
+    """Why a file is refused with EACCES, and the fix, naming this process's user."""
+    uid = os.geteuid()
+    try:
+        user = f" ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        user = ""
+    return (
+        f"{path} is not readable by uid {uid}{user}, the user the init step runs "
+        f"as: give the file to that uid on the host (chown {uid} "
+        f"inputs/{Path(path).name}) or make it group-readable for a group of "
+        "that user (chgrp + chmod 0640); a key need not be world-readable"
+    )
+
+
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Read every certificate of a PEM file, leaf first."""
+    data = read_input(path)
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
         raise ConfigError(
-            f"{path} is not a readable PEM certificate ({exc}): "
+            f"{path} is not a PEM certificate ({exc}): "
             "give the certificate in PEM form (-----BEGIN CERTIFICATE-----)"
         ) from exc
     return certs
@@ -204,23 +239,24 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 
 def load_private_key(path: Path):
     """Read an unencrypted PEM private key."""
+    data = read_input(path)
     try:
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:
         raise ConfigError(
             f"{path} is encrypted: store it without a passphrase "
             "(openssl pkey -in key.pem -out key.pem) and protect the file instead"
         ) from exc
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise ConfigError(
-            f"{path} is not a readable PEM private key ({exc}): "
+            f"{path} is not a PEM private key ({exc}): "
             "give the key in PEM form (-----BEGIN PRIVATE KEY-----)"
         ) from exc
 
 
 def read_keystore(path: Path, password: str) -> x509.Certificate:
     """Open a JKS or PKCS12 keystore and return the certificate of its key."""
-    data = path.read_bytes()
+    data = read_input(path)
     if data[:4] in _JKS_MAGIC:
         return _read_jks(path, password)
     try:

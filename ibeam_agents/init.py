@@ -364,6 +364,10 @@ def read_secret(environ: Mapping[str, str], name: str) -> str | None:
         return value or None
     try:
         return Path(path).read_text().rstrip("\r\n")
+    except PermissionError as exc:
+        raise ConfigError(
+            f"{name}_FILE: " + certs.unreadable_message(Path(path))
+        ) from exc
     except OSError as exc:
         raise ConfigError(
             f"{name}_FILE={path} cannot be read ({exc.strerror}): "
@@ -374,7 +378,10 @@ def read_secret(environ: Mapping[str, str], name: str) -> str | None:
 def _plan_from_inputs(
     conf_path: Path, *, inputs_dir: Path, environ: Mapping[str, str]
 ) -> Plan:
-    text = conf_path.read_text()
+    try:
+        text = certs.read_input(conf_path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{conf_path} is not UTF-8 text: save it as UTF-8") from exc
     config = _parse_yaml(text, source=str(conf_path))
     ignored = [name for name in _RENDER_SETTINGS if environ.get(name)]
     notes = [

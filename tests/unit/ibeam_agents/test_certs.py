@@ -127,7 +127,7 @@ def test_encrypted_key_is_refused(tmp_path):
 def test_garbage_certificate_is_refused(tmp_path):
     write_pair(tmp_path)
     (tmp_path / certs.CERT_FILE).write_text("not a certificate\n")
-    with pytest.raises(ConfigError, match="not a readable PEM certificate"):
+    with pytest.raises(ConfigError, match="is not a PEM certificate"):
         find(tmp_path)
 
 
@@ -205,3 +205,47 @@ def test_certificate_near_expiry_gives_note(tmp_path):
 def test_covers_matches_like_a_tls_client(names, host, expected):
     cert = x509.load_pem_x509_certificate(certs.make_self_signed(names)[0])
     assert certs.covers(cert, host) is expected
+
+
+def _deny(monkeypatch, name):
+    """Reading `name` fails as an owner-only file of another user does."""
+    real = certs.Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(certs.Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize(
+    "name", [certs.KEY_FILE, certs.CERT_FILE, certs.CACERT_JKS, certs.CACERT_PEM]
+)
+def test_unreadable_input_names_the_uid_and_the_fix(tmp_path, monkeypatch, name):
+    """A key made owner-only by another host user (README's openssl recipe): the
+    message is about who may read it, not about its form."""
+    pair = name in (certs.KEY_FILE, certs.CERT_FILE)
+    write_pair(tmp_path) if pair else write_cacert(tmp_path)
+    _deny(monkeypatch, name)
+    with pytest.raises(ConfigError) as info:
+        find(tmp_path, password=None if pair else "storepass")
+    text = str(info.value)
+    uid = certs.os.geteuid()
+    assert text.startswith(f"{tmp_path / name} is not readable by uid {uid}")
+    assert f"chown {uid} inputs/{name}" in text and "0640" in text
+    assert "PEM form" not in text and "Permission denied" not in text
+
+
+def test_unreadable_input_other_errors_name_the_cause(tmp_path, monkeypatch):
+    write_pair(tmp_path)
+    real = certs.Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == certs.KEY_FILE:
+            raise OSError(5, "Input/output error", str(self))
+        return real(self)
+
+    monkeypatch.setattr(certs.Path, "read_bytes", read_bytes)
+    with pytest.raises(ConfigError, match=r"key.pem cannot be read \(Input/output"):
+        find(tmp_path)

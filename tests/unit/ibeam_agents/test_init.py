@@ -382,3 +382,27 @@ def test_main_check_agent_prints_one_line_and_exits_2(dirs, monkeypatch, capsys)
     assert not (dirs[0] / "root" / "conf.yaml").exists()
     monkeypatch.delenv("IBEAM_TRADING_MODE")
     assert init.main(["--check-agent", *argv]) == 0
+
+
+def test_main_unreadable_input_names_the_uid(dirs, monkeypatch, capsys):
+    """An inputs conf.yaml or key the appliance's user may not read: one line
+    naming the uid and the fix, exit 2 (not a traceback or 'init: [Errno 13]')."""
+    for name in [k for k in os.environ if k.startswith("IBEAM_")]:
+        monkeypatch.delenv(name)
+    (dirs[1] / "conf.yaml").write_text(INPUTS_CONF)
+    real = certs.Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "conf.yaml" and self.parent == dirs[1]:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(certs.Path, "read_bytes", read_bytes)
+    argv = ["--gateway-dir", str(dirs[0]), "--inputs-dir", str(dirs[1])]
+    assert init.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"ConfigError: {dirs[1] / 'conf.yaml'} is not readable by uid {os.geteuid()}"
+    )
+    assert not (dirs[0] / "root" / "conf.yaml").exists()
