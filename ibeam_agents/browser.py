@@ -636,17 +636,19 @@ def _start_service(session: BrowserSession, options: LoginOptions) -> Service:
     try:
         service.start()
     except WebDriverException as err:
-        _DRIVER_STATE["suspect"] = True
-        raise BrowserUnavailable(
-            f"chromedriver did not start: {_first_line(err)}"
-        ) from err
+        raise _unavailable(f"chromedriver did not start: {_first_line(err)}") from err
     except OSError as err:
-        _DRIVER_STATE["suspect"] = True
-        raise BrowserUnavailable(f"chromedriver did not start: {err}") from err
+        raise _unavailable(f"chromedriver did not start: {err}") from err
     finally:
         process = getattr(service, "process", None)
         session.driver_pid = getattr(process, "pid", None)
     return service
+
+
+def _unavailable(message: str) -> BrowserUnavailable:
+    """The error for a driver or browser that did not start; preflights recheck."""
+    _DRIVER_STATE["suspect"] = True
+    return BrowserUnavailable(message)
 
 
 def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | None):
@@ -656,13 +658,11 @@ def _start_driver(session: BrowserSession, options: LoginOptions, spki: str | No
             service=service, options=chrome_options(options, session.profile, spki)
         )
     except WebDriverException as err:
-        _DRIVER_STATE["suspect"] = True
-        raise BrowserUnavailable(
+        raise _unavailable(
             f"Chromium did not start through chromedriver: {_first_line(err)}"
         ) from err
     except OSError as err:
-        _DRIVER_STATE["suspect"] = True
-        raise BrowserUnavailable(f"chromedriver did not start: {err}") from err
+        raise _unavailable(f"chromedriver did not start: {err}") from err
     session.driver = driver
     driver.set_page_load_timeout(options.page_load_timeout)
     if session.driver_pid is not None:
