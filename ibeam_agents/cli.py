@@ -44,6 +44,10 @@ Settings are environment variables; see docs/settings.md.
 """
 
 
+#: `--key` given without a value: ask for the key on the terminal
+ASK_KEY = "\0ask"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ibeam",
@@ -96,8 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    enc = sub.add_parser("encrypt-password", help="make IBEAM_PASSWORD and IBEAM_KEY")
-    enc.add_argument("--key", help="reuse this Fernet key instead of making a new one")
+    enc = sub.add_parser(
+        "encrypt-password",
+        help="make IBEAM_PASSWORD and IBEAM_KEY",
+        description="Read a password (hidden prompt, or one line on stdin) and print "
+        "IBEAM_PASSWORD (a Fernet token) and IBEAM_KEY. The key is new, unless one "
+        "is given: IBEAM_KEY or IBEAM_KEY_FILE when set, or --key.",
+    )
+    enc.add_argument(
+        "--key",
+        nargs="?",
+        const=ASK_KEY,
+        metavar="KEY",
+        help="reuse a Fernet key instead of making a new one; --key alone asks for "
+        "it (hidden). A KEY written here is visible to other users of the machine "
+        "(ps) and stays in the shell history: prefer the prompt or IBEAM_KEY_FILE",
+    )
     sub.add_parser("reset-failures", help="refill the failure budget")
     status = sub.add_parser("status", help="print the running agent's status")
     status.add_argument("--url", help="health server URL (default from the settings)")
@@ -138,9 +156,42 @@ def _api(settings) -> GatewayApi:
     )
 
 
+def _terminal_available() -> bool:
+    """Whether a hidden prompt can be shown (getpass reads /dev/tty)."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
+
+
+def _reused_key(args) -> str | None:
+    """The key to reuse: --key, its prompt, or IBEAM_KEY(_FILE); None for a new one."""
+    from ibeam_agents.credentials import read_secret
+
+    if args.key is None:
+        source = os.environ.get("IBEAM_SECRETS_SOURCE", "").strip().lower()
+        key = read_secret(os.environ, "IBEAM_KEY", file_source=source == "fs")
+        if key:
+            print("encrypting with the key of IBEAM_KEY", file=sys.stderr)
+        return key
+    if args.key != ASK_KEY:
+        return args.key
+    if not _terminal_available():
+        raise ConfigError(
+            "--key without a value asks for the key, but there is no terminal; "
+            "set IBEAM_KEY_FILE (or IBEAM_KEY) to the key instead"
+        )
+    key = getpass.getpass("Fernet key to reuse: ").strip()
+    if not key:
+        raise ConfigError("no key was entered; omit --key to get a new one")
+    return key
+
+
 def cmd_encrypt_password(args) -> int:
     from ibeam_agents.credentials import encrypt_password
 
+    key = _reused_key(args)
     if sys.stdin.isatty():
         password = getpass.getpass("Password to encrypt: ")
         if getpass.getpass("Again: ") != password:
@@ -149,7 +200,7 @@ def cmd_encrypt_password(args) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise ConfigError("no password was given (type it, or pipe it on stdin)")
-    token, key = encrypt_password(password, args.key)
+    token, key = encrypt_password(password, key)
     print(f"IBEAM_PASSWORD={token}")
     print(f"IBEAM_KEY={key}")
     return 0

@@ -218,3 +218,54 @@ def test_cli_one_shots_do_not_take_the_agent_lock(env, tmp_path, monkeypatch):
             assert cli.main([flag]) == 0, flag
         assert cli.main(["reset-failures"]) == 0
     assert seen == ["call"] * 4 + ["shot"] * 3
+
+
+def _encrypt(monkeypatch, capsys, argv, password="pw-to-encrypt"):
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    code = cli.main(["encrypt-password", *argv])
+    captured = capsys.readouterr()
+    out = dict(line.split("=", 1) for line in captured.out.split())
+    return code, out, captured.err
+
+
+def test_cli_encrypt_password_reuses_ibeam_key(env, monkeypatch, capsys, tmp_path):
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    env.setenv("IBEAM_KEY", key)
+    code, out, err = _encrypt(monkeypatch, capsys, [])
+    assert code == 0 and out["IBEAM_KEY"] == key
+    assert decrypt_password(out["IBEAM_PASSWORD"], key) == "pw-to-encrypt"
+    assert "key of IBEAM_KEY" in err and key not in err
+    env.delenv("IBEAM_KEY")
+    (tmp_path / "key").write_text(key + "\n")
+    env.setenv("IBEAM_KEY_FILE", str(tmp_path / "key"))
+    code, out, _ = _encrypt(monkeypatch, capsys, [])
+    assert code == 0 and out["IBEAM_KEY"] == key
+    env.delenv("IBEAM_KEY_FILE")
+    code, out, _ = _encrypt(monkeypatch, capsys, [])
+    assert code == 0 and out["IBEAM_KEY"] != key  # nothing given: a new key
+
+
+def test_cli_encrypt_password_asks_for_the_key(env, monkeypatch, capsys):
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    asked = []
+    monkeypatch.setattr(cli, "_terminal_available", lambda: True)
+    monkeypatch.setattr(cli.getpass, "getpass", lambda text: asked.append(text) or key)
+    code, out, _ = _encrypt(monkeypatch, capsys, ["--key"])
+    assert code == 0 and out["IBEAM_KEY"] == key and asked == ["Fernet key to reuse: "]
+    assert decrypt_password(out["IBEAM_PASSWORD"], key) == "pw-to-encrypt"
+
+    monkeypatch.setattr(cli, "_terminal_available", lambda: False)
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    assert cli.main(["encrypt-password", "--key"]) == 2
+    assert "there is no terminal; set IBEAM_KEY_FILE" in capsys.readouterr().err
+
+
+def test_cli_encrypt_password_help_warns_about_key_on_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["encrypt-password", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "visible to other users" in text and "IBEAM_KEY_FILE" in text
