@@ -357,9 +357,16 @@ class LoginFlow:
         return self._dwell() > self._limit()
 
     def _reacted(self, snap: PageSnapshot) -> bool:
-        """Whether the page changed since our last action."""
+        """Whether the page answered our last action.
+
+        A page that shows its busy indicator is still working on it: the
+        block we acted on may still be visible under the spinner, and acting
+        on it again would send the same step twice.
+        """
         if self.mark is None:
             return True
+        if snap.has("loading"):
+            return False
         document, mutations = self.mark
         return snap.document != document or snap.mutations > mutations
 

@@ -29,25 +29,14 @@ from tests.e2e.test_agent_login_kit import (
     HOSTILE,
     PASSWORDS,
     login,
+    login_sim,
     sha256,
-    start_sim,
 )
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(autouse=True)
-def no_display(monkeypatch):
-    """Make every login start (and stop) its own Xvfb through pyvirtualdisplay."""
-    monkeypatch.delenv("DISPLAY", raising=False)
-
-
-@pytest.fixture
-def sim(tmp_path):
-    gateway = start_sim(tmp_path)
-    yield gateway
-    gateway.stop()
+sim = pytest.fixture(login_sim)
 
 
 def test_login_live_form_succeeds(sim, tmp_path, caplog):

@@ -65,6 +65,16 @@ def start_sim(tmp_path: Path, **faults: Any) -> SimGateway:
     return sim.install().start()
 
 
+def login_sim(tmp_path: Path, monkeypatch) -> Iterator[SimGateway]:
+    """A test module's ``sim`` fixture (``sim = pytest.fixture(login_sim)``): a
+    simulator with the login accounts, stopped after the test; DISPLAY is unset
+    so that every login starts (and stops) its own Xvfb."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    gateway = start_sim(tmp_path)
+    yield gateway
+    gateway.stop()
+
+
 def options_for(sim: SimGateway, tmp_path: Path, **changes: Any) -> LoginOptions:
     settings = {
         "base_url": sim.base_url,

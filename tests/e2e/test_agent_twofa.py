@@ -18,22 +18,12 @@ from ibeam_agents.errors import (
     SecondFactorUnavailable,
 )
 from ibeam_agents.twofa import TwoFactorConfig
-from tests.e2e.test_agent_login_kit import TOTP_SECRET, login, start_sim
+from tests.e2e.test_agent_login_kit import TOTP_SECRET, login, login_sim
 from tests.support.procs import TOKEN_VAR
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(autouse=True)
-def no_display(monkeypatch):
-    monkeypatch.delenv("DISPLAY", raising=False)
-
-
-@pytest.fixture
-def sim(tmp_path):
-    gateway = start_sim(tmp_path)
-    yield gateway
-    gateway.stop()
+sim = pytest.fixture(login_sim)
 
 
 def totp(**extra) -> TwoFactorConfig:

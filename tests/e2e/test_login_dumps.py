@@ -13,22 +13,11 @@ from ibeam_agents.errors import (
     CredentialsRejected,
     WrongTradingMode,
 )
-from tests.e2e.test_agent_login_kit import login, start_sim
+from tests.e2e.test_agent_login_kit import login, login_sim
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(autouse=True)
-def no_display(monkeypatch):
-    """Every login starts (and stops) its own Xvfb."""
-    monkeypatch.delenv("DISPLAY", raising=False)
-
-
-@pytest.fixture
-def sim(tmp_path):
-    gateway = start_sim(tmp_path)
-    yield gateway
-    gateway.stop()
+sim = pytest.fixture(login_sim)
 
 
 def saved(tmp_path) -> list[str]:

@@ -437,6 +437,21 @@ def test_flow_promo_skipped_at_once():
     assert result.steps == ("form", "promo", "success")
 
 
+def test_flow_acts_once_while_the_page_is_busy():
+    """The skip link stays visible under the spinner: clicking it again would
+    send the step twice and the gateway would answer that the login expired."""
+    reads = []
+
+    def busy_then_success(page):
+        reads.append(1)
+        return {**PROMO, "loading": {}} if len(reads) < 3 else SUCCESS
+
+    flow, page = run([FORM, PROMO, busy_then_success])
+    result = flow.run()
+    assert page.actions.count(("js_click", "promo_skip")) == 1
+    assert result.steps == ("form", "promo", "success")
+
+
 # --- second factor ---------------------------------------------------------------
 
 
