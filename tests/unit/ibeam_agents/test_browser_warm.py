@@ -14,8 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from ibeam_agents import browser, certs
+from ibeam_agents import browser
 from ibeam_agents.errors import BrowserUnavailable
+from tests.support.tls import self_signed_der
 from tests.unit.ibeam_agents.test_browser import _paths
 from tests.unit.ibeam_agents.test_login import options
 
@@ -26,14 +27,7 @@ OTHER_PIN = "another-key-hash="
 
 
 def _pair() -> tuple[x509.Certificate, bytes]:
-    cert_pem, key_pem = certs.make_self_signed(["localhost"])
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    key_der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    _, cert, key_der = self_signed_der()
     return cert, key_der
 
 

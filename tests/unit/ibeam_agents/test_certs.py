@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from ibeam_agents import certs
 from ibeam_agents.errors import ConfigError
 from tests.support.needs import require_binaries
+from tests.support.tls import self_signed_der
 
 LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)
 
@@ -27,14 +28,7 @@ def write_pair(directory, names=("localhost",), **kwargs):
 
 def write_cacert(directory, password="storepass", names=("localhost",)):
     """Write IBeam's cacert.jks (a real JKS) and cacert.pem."""
-    cert_pem, key_pem = certs.make_self_signed(list(names))
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    key_der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    cert_pem, cert, key_der = self_signed_der(names)
     entry = jks.PrivateKeyEntry.new(
         "localhost", [cert.public_bytes(serialization.Encoding.DER)], key_der, "pkcs8"
     )
