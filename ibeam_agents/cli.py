@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make IBEAM_PASSWORD and IBEAM_KEY",
         description="Read a password (hidden prompt, or one line on stdin) and print "
         "IBEAM_PASSWORD (a Fernet token) and IBEAM_KEY. The key is new, unless one "
-        "is given: IBEAM_KEY or IBEAM_KEY_FILE when set, or --key.",
+        "is given: --key, else IBEAM_KEY or IBEAM_KEY_FILE when set.",
     )
     enc.add_argument(
         "--key",
@@ -165,18 +165,19 @@ def _terminal_available() -> bool:
     return True
 
 
-def _reused_key(args) -> str | None:
-    """The key to reuse: --key, its prompt, or IBEAM_KEY(_FILE); None for a new one."""
+def _reused_key(args) -> tuple[str | None, str]:
+    """The key to reuse and where it came from: --key, its prompt, or
+    IBEAM_KEY(_FILE); (None, "") for a new one."""
     from ibeam_agents.credentials import read_secret
 
     if args.key is None:
         source = os.environ.get("IBEAM_SECRETS_SOURCE", "").strip().lower()
         key = read_secret(os.environ, "IBEAM_KEY", file_source=source == "fs")
-        if key:
-            print("encrypting with the key of IBEAM_KEY", file=sys.stderr)
-        return key
+        named = os.environ.get("IBEAM_KEY_FILE")
+        origin = "the key in IBEAM_KEY_FILE" if named else "IBEAM_KEY"
+        return key, origin if key else ""
     if args.key != ASK_KEY:
-        return args.key
+        return args.key, "--key"
     if not _terminal_available():
         raise ConfigError(
             "--key without a value asks for the key, but there is no terminal; "
@@ -185,13 +186,18 @@ def _reused_key(args) -> str | None:
     key = getpass.getpass("Fernet key to reuse: ").strip()
     if not key:
         raise ConfigError("no key was entered; omit --key to get a new one")
-    return key
+    return key, "the key entered"
 
 
 def cmd_encrypt_password(args) -> int:
-    from ibeam_agents.credentials import encrypt_password
+    from ibeam_agents.credentials import check_fernet_key, encrypt_password
 
-    key = _reused_key(args)
+    key, origin = _reused_key(args)
+    if key is not None:
+        check_fernet_key(key, origin)
+        if "IBEAM_" in origin:
+            setting = "IBEAM_KEY_FILE" if "FILE" in origin else "IBEAM_KEY"
+            print(f"encrypting with the key of {setting}", file=sys.stderr)
     if sys.stdin.isatty():
         password = getpass.getpass("Password to encrypt: ")
         if getpass.getpass("Again: ") != password:
@@ -225,8 +231,16 @@ def cmd_reset_failures(args) -> int:
 def cmd_status(args) -> int:
     import urllib.error
     import urllib.request
+    from urllib.parse import urlsplit
 
     url = args.url
+    if url is not None and (
+        urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname
+    ):
+        raise ConfigError(
+            f"--url must be the health server's http:// URL, such as "
+            f"http://127.0.0.1:5001: got {url!r}"
+        )
     if url is None:
         settings = load_settings()
         host = settings.health_server_host
@@ -311,7 +325,8 @@ def _one_call(args, settings) -> int:
         if args.user:
             user = api.user()
             if user is None:
-                print("no user: the gateway has no session", file=sys.stderr)
+                # why: no session, or no gateway at all
+                print(f"no user: {api.tickle().describe()}", file=sys.stderr)
                 return 1
             print(json.dumps(user, indent=2, sort_keys=True))
             return 0
@@ -339,6 +354,7 @@ def _run(args) -> int:
     # credentials first: bad input is refused before the outputs dir is touched;
     # building the client starts nothing
     client = GatewayClient.from_environment(settings=settings)
+    client.check_startable()
     with agent_lock(settings.outputs_dir):
         return client.maintain(maintain_only=args.maintain)
 
@@ -350,6 +366,8 @@ def _one_shot(args, settings) -> int:
     client = GatewayClient.from_environment(
         settings=settings, with_credentials=args.authenticate
     )
+    if args.start or args.authenticate:
+        client.check_startable()
     if args.start:
         client.start()
         print(f"gateway answers at {settings.base_url} (pid {client.gateway.pid()})")

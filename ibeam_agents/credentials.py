@@ -228,6 +228,19 @@ def decrypt_password(token: str, key: str) -> str:
     return plain
 
 
+def check_fernet_key(key: str, origin: str) -> None:
+    """Raise ConfigError naming origin unless key is a Fernet key."""
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(key.encode("utf-8"))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{origin} is not a Fernet key (32 url-safe base64-encoded bytes, as "
+            "`ibeam encrypt-password` prints); give that key, or none for a new one"
+        ) from exc
+
+
 def encrypt_password(password: str, key: str | None = None) -> tuple[str, str]:
     """Return (token, key): the password encrypted with key (a new one if None)."""
     from cryptography.fernet import Fernet

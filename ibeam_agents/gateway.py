@@ -255,15 +255,18 @@ class StandaloneGateway:
                 f"port {self.listen_port} is already held by {holder}; stop it or "
                 "give the gateway another listenPort in conf.yaml"
             )
-        script = self.gateway_dir / "bin" / "run.sh"
-        if not script.is_file():
+        self.check_start_script()
+        self._popen = self._spawn()
+        self.owned = True
+        log.info("gateway started (pid %d) from %s", self._popen.pid, self.gateway_dir)
+
+    def check_start_script(self) -> None:
+        """Raise ConfigError unless IBEAM_GATEWAY_DIR holds bin/run.sh."""
+        if not (self.gateway_dir / "bin" / "run.sh").is_file():
             raise ConfigError(
                 f"IBEAM_GATEWAY_DIR={self.gateway_dir} has no bin/run.sh; point it at "
                 "the unpacked clientportal.gw directory"
             )
-        self._popen = self._spawn()
-        self.owned = True
-        log.info("gateway started (pid %d) from %s", self._popen.pid, self.gateway_dir)
 
     def _spawn(self) -> subprocess.Popen:
         # The gateway needs none of our secrets: keep IBEAM_* out of its environment.

@@ -208,6 +208,15 @@ class GatewayClient:
             self.gateway.start()
         self.gateway.wait_ready()
 
+    def check_startable(self) -> None:
+        """A standalone gateway that neither runs nor can be started is a
+        setting error: ConfigError (exit 2) before anything starts, rather than
+        an agent that halts and waits."""
+        check = getattr(self.gateway, "check_start_script", None)
+        if check is None or self.gateway.running() or self.gateway.answering():
+            return
+        check()
+
     def authenticate(self) -> bool:
         """Start if needed, then recover/log in once; True when authenticated."""
         self.watcher.begin()

@@ -707,8 +707,15 @@ class Watcher:
                 f"(IBEAM_TRANSIENT_GRACE={self.settings.transient_grace:g})"
             )
         self._reason = f"{status.describe()}; no login or restart for now"
-        self._wake(min(self.settings.maintenance_interval, self._grace_left(elapsed)))
+        self._wake(min(self._outage_poll(), self._grace_left(elapsed)))
         return State.DEGRADED
+
+    def _outage_poll(self) -> float:
+        """How often an outage is probed: a gateway back (supervisord restarted
+        it after a crash, IBKR's reset ended) is logged in within seconds."""
+        quick = self.settings.status_interval
+        interval = self.settings.maintenance_interval
+        return min(quick, interval) if quick > 0 else interval
 
     def _grace_left(self, elapsed: float) -> float:
         return max(START_POLL, self.settings.transient_grace - elapsed)

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from ibeam_agents.budget import FailureBudget
 from ibeam_agents.credentials import decrypt_password
 from ibeam_agents.errors import ConfigError
 from ibeam_agents.health import start_health_server
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -110,6 +112,11 @@ def test_cli_status_prints_the_agents_json(env, capsys, state, kind, code):
         thread.join(5)
 
 
+def test_cli_status_with_a_malformed_url_returns_2(env, capsys):
+    assert cli.main(["status", "--url", "notaurl"]) == 2
+    assert capsys.readouterr().err.startswith("ConfigError: --url must be")
+
+
 def test_cli_errors_are_redacted(env, capsys, monkeypatch):
     logs.register_secret("sekrit-value")
 
@@ -162,6 +169,9 @@ def maintain_trap(env, monkeypatch):
 
     env.setenv("IBEAM_ACCOUNT", "lock-user")
     env.setenv("IBEAM_PASSWORD", "lock-pw")
+    script = Path(os.environ["IBEAM_GATEWAY_DIR"]) / "bin" / "run.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
     seen = []
 
     def maintain(self, *, maintain_only=False, health=True):
@@ -199,6 +209,18 @@ def test_cli_second_agent_is_refused_naming_the_first(
     assert err[0].startswith(f"ConfigError: another agent (pid {os.getpid()}) ")
     assert str(outputs) in err[0]
     assert run([]) == 0  # released with the holder
+
+
+@pytest.mark.parametrize("argv", [[], ["-m"], ["-s"], ["-a"]])
+def test_cli_gateway_dir_without_run_sh_is_refused_at_once(env, capsys, argv):
+    """Standalone, with no gateway answering: a setting error, not a halted agent."""
+    env.setenv("IBEAM_ACCOUNT", "u")
+    env.setenv("IBEAM_PASSWORD", "pw")
+    env.setenv("IBEAM_GATEWAY_BASE_URL", f"https://127.0.0.1:{free_port()}")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ConfigError: IBEAM_GATEWAY_DIR=")
+    assert "has no bin/run.sh" in err[0]
 
 
 def test_cli_agent_lock_in_an_unwritable_place_is_a_config_error(tmp_path):
@@ -245,6 +267,26 @@ def test_cli_encrypt_password_reuses_ibeam_key(env, monkeypatch, capsys, tmp_pat
     env.delenv("IBEAM_KEY_FILE")
     code, out, _ = _encrypt(monkeypatch, capsys, [])
     assert code == 0 and out["IBEAM_KEY"] != key  # nothing given: a new key
+
+
+def test_cli_encrypt_password_bad_key_names_where_it_came_from(
+    env, monkeypatch, capsys, tmp_path
+):
+    (tmp_path / "key").write_text("not-a-key\n")
+    cases = [
+        ({"IBEAM_KEY": "not-a-key"}, [], "IBEAM_KEY is not"),
+        ({"IBEAM_KEY_FILE": str(tmp_path / "key")}, [], "key in IBEAM_KEY_FILE is"),
+        ({"IBEAM_KEY": "not-a-key"}, ["--key", "also-bad"], "--key is not"),
+    ]
+    for variables, argv, named in cases:
+        for name, value in variables.items():
+            env.setenv(name, value)
+        monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+        assert cli.main(["encrypt-password", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "not-a-key" not in err[0]
+        for name in variables:
+            env.delenv(name)
 
 
 def test_cli_encrypt_password_asks_for_the_key(env, monkeypatch, capsys):

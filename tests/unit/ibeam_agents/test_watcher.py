@@ -368,6 +368,21 @@ def test_watcher_quick_read_notices_a_lost_session_within_seconds(make_rig):
     assert rig.clock.now - lost_at <= 2.0
 
 
+def test_watcher_outage_is_tried_again_every_status_interval(make_rig):
+    """A gateway that supervisord restarted after a crash is logged in within
+    seconds of answering, not a maintenance interval later."""
+    rig = _started(make_rig(status_interval=2.0), K.AUTHENTICATED, running=True)
+    rig.until_state(S.READY)
+    rig.api.kind = K.UNREACHABLE
+    rig.run_until(lambda r: r.watcher.state is S.DEGRADED)
+    assert rig.watcher._next_step - rig.clock.now == 2.0
+    back_at = rig.clock.now
+    rig.api.kind = K.AUTHENTICATED
+    rig.run_until(lambda r: r.watcher.state is S.READY)
+    assert rig.clock.now - back_at <= 2.0
+    assert rig.gateway.events == []
+
+
 def test_watcher_competing_take_backs_are_bounded_per_hour(make_rig):
     rig = _started(make_rig(), K.AUTHENTICATED, running=True)
     rig.until_state(S.READY)
