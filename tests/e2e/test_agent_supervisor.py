@@ -46,7 +46,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [program:gateway]
 command=bash bin/run.sh root/conf.yaml
 directory={gateway}
-environment=GATEWAY_SIM_CONTROL_PORT="{control}",GATEWAY_SIM_FAULTS='{faults}'
+environment=GATEWAY_SIM_CONTROL_PORT="{control}",GATEWAY_SIM_FAULTS='{faults}',GATEWAY_SIM_STARTUP_DELAY_MS="{startup_delay_ms}"
 autostart=true
 autorestart=true
 startsecs=1
@@ -61,6 +61,16 @@ redirect_stderr=true
 @pytest.fixture
 def supervised(tmp_path):
     """(sim, socket URL): a supervisord whose `gateway` program is the simulator."""
+    yield from _supervised(tmp_path)
+
+
+@pytest.fixture
+def supervised_slow_start(tmp_path):
+    """The same, with a gateway that takes 3 s to listen, as the JVM does."""
+    yield from _supervised(tmp_path, startup_delay_ms=3000)
+
+
+def _supervised(tmp_path, startup_delay_ms=0):
     require_binaries("chromium", "chromedriver", "Xvfb")
     sim = SimGateway(tmp_path / "gw", faults={"auth_delay_ms": 300}).install()
     run = Path(tempfile.mkdtemp(prefix="ibeam-sv-"))  # short: unix socket paths
@@ -71,6 +81,7 @@ def supervised(tmp_path):
             gateway=sim.root,
             control=sim.control_port,
             faults=json.dumps(sim.initial_faults),
+            startup_delay_ms=startup_delay_ms,
         )
     )
     proc = subprocess.Popen(
@@ -151,4 +162,30 @@ def test_agent_under_supervisord_restarts_gateway_after_the_grace(supervised, tm
         assert code == 0 and took < 10
         assert sim.state()["logouts"] == logouts + 1
         assert gateway.state() == "RUNNING" and gateway.pid() == pid  # supervisord's
+        assert session_leftovers(agent.process.pid) == []
+
+
+def test_agent_logs_in_again_soon_after_supervisord_restarts_a_crashed_gateway(
+    supervised_slow_start, tmp_path
+):
+    """A crash: supervisord restarts the program at once; the agent, which saw
+    the port refused while a gateway process ran, tries again every
+    IBEAM_STATUS_INTERVAL, not only at the next maintenance check (5 minutes
+    here), and logs the new gateway in."""
+    sim, url = supervised_slow_start
+    gateway = SupervisorGateway(url, "gateway", port=sim.port)
+    env = {
+        "IBEAM_SUPERVISOR_URL": url,
+        "IBEAM_MAINTENANCE_INTERVAL": "300",
+        "IBEAM_STATUS_INTERVAL": "1",
+    }
+    with AgentProcess(sim, tmp_path, env=env) as agent:
+        agent.wait_ready(90)
+        first = gateway.pid()
+        sim.crash()
+        agent.wait_for(lambda s: not s["ready"], 20, "the crash noticed")
+        agent.wait_for(lambda s: s["ready"] and gateway.pid() != first, 120, "ready")
+        assert sim.state()["login_successes"] == 1  # counted by the new process
+        code, _ = agent.terminate()
+        assert code == 0
         assert session_leftovers(agent.process.pid) == []
