@@ -4,6 +4,7 @@ disk, taken by the first login; with real Chromium, Xvfb and the simulator."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -108,53 +109,50 @@ def test_agent_warm_browser_with_a_stale_pin_gives_way(sim, tmp_path):
     procs.assert_none_left(snap)
 
 
+@contextmanager
+def _warm_browser_first(tmp_path, caplog):
+    """(sim, login options, process snapshot): a warm browser started, pinned
+    from the keystore on disk, before the simulator (not started yet) listens.
+    Afterwards the warm browser is closed, the simulator stopped, and no
+    browser, driver or display process is left."""
+    require_binaries("chromium", "chromedriver", "Xvfb")
+    caplog.set_level("INFO", logger="ibeam_agents")
+    sim = SimGateway(tmp_path / "gw", faults={"auth_delay_ms": 300}).install()
+    opts = options(base_url=sim.base_url, outputs_dir=tmp_path / "out")
+    with procs.tracking() as snap:
+        try:
+            pin = browser.keystore_spki_hash(sim.root, sim.base_url)
+            assert browser.preflight_browser(opts, warm=True, spki=pin)
+            yield sim, opts, snap
+            assert pin == browser.gateway_spki_hash(sim.base_url)
+        finally:
+            browser.close_warm_browser()
+            sim.stop()
+        assert _new_browsers(snap) == []
+    procs.assert_none_left(snap)
+
+
 def test_login_after_the_warm_browser_was_killed_starts_fresh(tmp_path, caplog):
     """The watcher kills browsers by name when it abandons a login (restart,
     shutdown): a warm browser dying that way must not break the next login."""
-    require_binaries("chromium", "chromedriver", "Xvfb")
-    caplog.set_level("INFO", logger="ibeam_agents")
-    sim = SimGateway(tmp_path / "gw", faults={"auth_delay_ms": 300}).install()
-    opts = options(base_url=sim.base_url, outputs_dir=tmp_path / "out")
-    with procs.tracking() as snap:
-        try:
-            pin = browser.keystore_spki_hash(sim.root, sim.base_url)
-            assert browser.preflight_browser(opts, warm=True, spki=pin)
-            assert browser._SLOT.warm.done.wait(60)
-            sim.start()
-            assert pin == browser.gateway_spki_hash(sim.base_url)
-
-            # As the watcher's _kill_browsers does, by name: here only the
-            # processes this test started, not the session's other displays.
-            killed = _new_browsers(snap)
-            assert killed
-            procs.kill(killed)
-            perform_login(opts, Credentials("demo", "demo"), None)
-            assert "warm browser: not used" in caplog.text
-            assert USING not in caplog.text
-            assert sim.state()["login_successes"] == 1
-        finally:
-            browser.close_warm_browser()
-            sim.stop()
-        assert _new_browsers(snap) == []
-    procs.assert_none_left(snap)
+    with _warm_browser_first(tmp_path, caplog) as (sim, opts, snap):
+        assert browser._SLOT.warm.done.wait(60)
+        sim.start()
+        # As the watcher's _kill_browsers does, by name: here only the
+        # processes this test started, not the session's other displays.
+        killed = _new_browsers(snap)
+        assert killed
+        procs.kill(killed)
+        perform_login(opts, Credentials("demo", "demo"), None)
+        assert "warm browser: not used" in caplog.text
+        assert USING not in caplog.text
+        assert sim.state()["login_successes"] == 1
 
 
 def test_login_takes_the_warm_browser_pinned_from_disk(tmp_path, caplog):
-    require_binaries("chromium", "chromedriver", "Xvfb")
-    caplog.set_level("INFO", logger="ibeam_agents")
-    sim = SimGateway(tmp_path / "gw", faults={"auth_delay_ms": 300}).install()
-    opts = options(base_url=sim.base_url, outputs_dir=tmp_path / "out")
-    with procs.tracking() as snap:
-        try:
-            pin = browser.keystore_spki_hash(sim.root, sim.base_url)
-            assert browser.preflight_browser(opts, warm=True, spki=pin)
-            sim.start()
-            result = perform_login(opts, Credentials("demo", "demo"), None)
-            assert result.page_variant == "current"
-            assert USING in caplog.text
-            assert browser._SLOT.warm is None
-        finally:
-            browser.close_warm_browser()
-            sim.stop()
-        assert _new_browsers(snap) == []
-    procs.assert_none_left(snap)
+    with _warm_browser_first(tmp_path, caplog) as (sim, opts, _):
+        sim.start()
+        result = perform_login(opts, Credentials("demo", "demo"), None)
+        assert result.page_variant == "current"
+        assert USING in caplog.text
+        assert browser._SLOT.warm is None
