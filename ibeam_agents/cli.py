@@ -165,19 +165,23 @@ def _terminal_available() -> bool:
     return True
 
 
-def _reused_key(args) -> tuple[str | None, str]:
-    """The key to reuse and where it came from: --key, its prompt, or
-    IBEAM_KEY(_FILE); (None, "") for a new one."""
+def _reused_key(args) -> str | None:
+    """The key to reuse (--key, its prompt, or IBEAM_KEY(_FILE)), checked before
+    any password is asked for; None for a new one."""
     from ibeam_agents.credentials import read_secret
 
     if args.key is None:
         source = os.environ.get("IBEAM_SECRETS_SOURCE", "").strip().lower()
         key = read_secret(os.environ, "IBEAM_KEY", file_source=source == "fs")
-        named = os.environ.get("IBEAM_KEY_FILE")
-        origin = "the key in IBEAM_KEY_FILE" if named else "IBEAM_KEY"
-        return key, origin if key else ""
+        if not key:
+            return None
+        from_file = bool(os.environ.get("IBEAM_KEY_FILE"))
+        _checked_key(key, "the key in IBEAM_KEY_FILE" if from_file else "IBEAM_KEY")
+        setting = "IBEAM_KEY_FILE" if from_file else "IBEAM_KEY"
+        print(f"encrypting with the key of {setting}", file=sys.stderr)
+        return key
     if args.key != ASK_KEY:
-        return args.key, "--key"
+        return _checked_key(args.key, "--key")
     if not _terminal_available():
         raise ConfigError(
             "--key without a value asks for the key, but there is no terminal; "
@@ -186,18 +190,20 @@ def _reused_key(args) -> tuple[str | None, str]:
     key = getpass.getpass("Fernet key to reuse: ").strip()
     if not key:
         raise ConfigError("no key was entered; omit --key to get a new one")
-    return key, "the key entered"
+    return _checked_key(key, "the key entered")
+
+
+def _checked_key(key: str, origin: str) -> str:
+    from ibeam_agents.credentials import fernet_for
+
+    fernet_for(key, origin, "give the key `ibeam encrypt-password` printed, or none")
+    return key
 
 
 def cmd_encrypt_password(args) -> int:
-    from ibeam_agents.credentials import check_fernet_key, encrypt_password
+    from ibeam_agents.credentials import encrypt_password
 
-    key, origin = _reused_key(args)
-    if key is not None:
-        check_fernet_key(key, origin)
-        if "IBEAM_" in origin:
-            setting = "IBEAM_KEY_FILE" if "FILE" in origin else "IBEAM_KEY"
-            print(f"encrypting with the key of {setting}", file=sys.stderr)
+    key = _reused_key(args)
     if sys.stdin.isatty():
         password = getpass.getpass("Password to encrypt: ")
         if getpass.getpass("Again: ") != password:
@@ -234,8 +240,9 @@ def cmd_status(args) -> int:
     from urllib.parse import urlsplit
 
     url = args.url
-    if url is not None and (
-        urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname
+    parts = urlsplit(url) if url is not None else None
+    if parts is not None and (
+        parts.scheme not in ("http", "https") or not parts.hostname
     ):
         raise ConfigError(
             f"--url must be the health server's http:// URL, such as "

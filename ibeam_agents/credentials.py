@@ -208,15 +208,9 @@ def _ask(
 
 def decrypt_password(token: str, key: str) -> str:
     """Decrypt a Fernet token made by `encrypt_password` with key."""
-    from cryptography.fernet import Fernet, InvalidToken
+    from cryptography.fernet import InvalidToken
 
-    try:
-        fernet = Fernet(key.encode("utf-8"))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            "IBEAM_KEY is not a Fernet key (32 url-safe base64-encoded bytes); "
-            "make one with `ibeam encrypt-password`"
-        ) from exc
+    fernet = fernet_for(key, "IBEAM_KEY", "make one with `ibeam encrypt-password`")
     try:
         plain = fernet.decrypt(token.encode("utf-8")).decode("utf-8")
     except (InvalidToken, UnicodeDecodeError) as exc:
@@ -228,16 +222,15 @@ def decrypt_password(token: str, key: str) -> str:
     return plain
 
 
-def check_fernet_key(key: str, origin: str) -> None:
-    """Raise ConfigError naming origin unless key is a Fernet key."""
+def fernet_for(key: str, origin: str, fix: str):
+    """A Fernet for key; ConfigError naming origin, and the fix, if it is none."""
     from cryptography.fernet import Fernet
 
     try:
-        Fernet(key.encode("utf-8"))
+        return Fernet(key.encode("utf-8"))
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            f"{origin} is not a Fernet key (32 url-safe base64-encoded bytes, as "
-            "`ibeam encrypt-password` prints); give that key, or none for a new one"
+            f"{origin} is not a Fernet key (32 url-safe base64-encoded bytes); {fix}"
         ) from exc
 
 
@@ -246,13 +239,7 @@ def encrypt_password(password: str, key: str | None = None) -> tuple[str, str]:
     from cryptography.fernet import Fernet
 
     key = key or Fernet.generate_key().decode("ascii")
-    try:
-        fernet = Fernet(key.encode("utf-8"))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            "the key is not a Fernet key (32 url-safe base64-encoded bytes); "
-            "omit it to get a new one"
-        ) from exc
+    fernet = fernet_for(key, "the key", "omit it to get a new one")
     return fernet.encrypt(password.encode("utf-8")).decode("ascii"), key
 
 

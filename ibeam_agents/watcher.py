@@ -445,9 +445,12 @@ class Watcher:
         return State.READY
 
     def _until_next_read(self) -> float:
-        left = max(0.0, self._maintenance_due - self._clock())
+        return self._quick(max(0.0, self._maintenance_due - self._clock()))
+
+    def _quick(self, limit: float) -> float:
+        """IBEAM_STATUS_INTERVAL, at most limit; limit when the reads are off."""
         quick = self.settings.status_interval
-        return min(quick, left) if quick > 0 else left
+        return min(quick, limit) if quick > 0 else limit
 
     def step_reauthenticating(self) -> State:
         self._ladder.reauth_rounds += 1
@@ -713,9 +716,7 @@ class Watcher:
     def _outage_poll(self) -> float:
         """How often an outage is probed: a gateway back (supervisord restarted
         it after a crash, IBKR's reset ended) is logged in within seconds."""
-        quick = self.settings.status_interval
-        interval = self.settings.maintenance_interval
-        return min(quick, interval) if quick > 0 else interval
+        return self._quick(self.settings.maintenance_interval)
 
     def _grace_left(self, elapsed: float) -> float:
         return max(START_POLL, self.settings.transient_grace - elapsed)
