@@ -1079,6 +1079,26 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+# What chromedriver may answer when the document went away under a command
+# (a navigation, or script replacing the page): besides the stale-element
+# error, DevTools errors about a node or a script context that no longer
+# exists.  None of these says the browser is in trouble.
+_PAGE_CHANGE_SIGNS = (
+    "does not belong to the document",
+    "no node with given id",
+    "cannot find context with specified id",
+    "execution context was destroyed",
+)
+
+
+def page_changed_under(err: WebDriverException) -> bool:
+    """Whether err only means the page changed while a command ran."""
+    if isinstance(err, StaleElementReferenceException):
+        return True
+    text = (getattr(err, "msg", None) or "").lower()
+    return any(sign in text for sign in _PAGE_CHANGE_SIGNS)
+
+
 class SeleniumPage:
     """The login flow's handle on the page: read it, type, click, dump."""
 
@@ -1092,7 +1112,9 @@ class SeleniumPage:
     def read(self, chains: Any) -> PageSnapshot:
         try:
             raw = self.driver.execute_script(PAGE_SCRIPT, script_spec(chains))
-        except (JavascriptException, StaleElementReferenceException) as err:
+        except WebDriverException as err:
+            if not (isinstance(err, JavascriptException) or page_changed_under(err)):
+                raise
             # The document went away under the script (a navigation): treat
             # it as loading; the next poll reads the new page.
             log.debug("login page: read during a page change: %s", err.msg)

@@ -220,7 +220,17 @@ class StandaloneGateway:
         return found
 
     def running(self) -> bool:
-        return bool(self.processes())
+        """Whether a gateway of this directory runs, or is on its way.
+
+        The gateway we just started counts while bin/run.sh runs: until the
+        script has started the JVM (a moment, longer on a loaded machine), no
+        process shows the process match yet, and the start must not read as
+        a gateway that exited.
+        """
+        return bool(self.processes()) or self._script_running()
+
+    def _script_running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
 
     def pid(self) -> int | None:
         procs = self.processes()
@@ -362,7 +372,7 @@ class StandaloneGateway:
     def _targets(self) -> list[psutil.Process]:
         procs: dict[int, psutil.Process] = {}
         roots = self.processes()
-        if self._popen is not None and self._popen.poll() is None:
+        if self._script_running():
             with contextlib.suppress(psutil.Error):
                 roots.append(psutil.Process(self._popen.pid))
         for proc in roots:

@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from selenium.common.exceptions import (
-    StaleElementReferenceException,
     TimeoutException,
     WebDriverException,
 )
@@ -39,6 +38,7 @@ from ibeam_agents.browser import (
     SeleniumPage,
     gateway_spki_hash,
     open_browser,
+    page_changed_under,
     preflight_browser,
     redact,
     take_warm_browser,
@@ -306,7 +306,11 @@ class LoginFlow:
             self._enter(state, snapshot)
             try:
                 outcome = self._handle(state, snapshot)
-            except StaleElementReferenceException:
+            except WebDriverException as err:
+                # An element we acted on went away with its page: read the
+                # new page instead of failing the login.
+                if not page_changed_under(err):
+                    raise
                 outcome = _Next.WAIT
             if outcome is _Next.DONE:
                 return self._result()

@@ -5,42 +5,19 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from selenium.common.exceptions import (
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.support.pages import LOGIN, shown, succeeded, until
 
 pytestmark = pytest.mark.e2e
 
-LOGIN = "/sso/Login?forwardTo=22&RL=1&ip2loc=on"
 SUBMIT = ".btn.btn-lg.xyz-button-login"
 WRONG_MODE = (
     "You have selected the Live Account Mode, but the specified user is a Paper "
     "Trading user. Please select the correct Login mode."
 )
 FAST = {"auth_delay_ms": 300}
-
-
-def until(driver: WebDriver, condition, timeout: float = 20):
-    # Pages are replaced by navigation and script: elements may go stale.
-    ignored = (StaleElementReferenceException, NoSuchElementException)
-    wait = WebDriverWait(driver, timeout, ignored_exceptions=ignored)
-    return wait.until(lambda d: condition(d))
-
-
-def shown(driver: WebDriver, css: str):
-    """The first element matching css once it is displayed."""
-
-    def visible(d):
-        for element in d.find_elements(By.CSS_SELECTOR, css):
-            if element.is_displayed():
-                return element
-        return None
-
-    return until(driver, visible)
 
 
 def open_login(driver: WebDriver, gw) -> None:
@@ -56,14 +33,6 @@ def log_in(driver: WebDriver, user: str, password: str) -> None:
 
 def banner(driver: WebDriver) -> str:
     return shown(driver, ".xyz-errormessage").text
-
-
-def succeeded(driver: WebDriver) -> bool:
-    until(
-        driver,
-        lambda d: "Client login succeeds" in d.find_element(By.TAG_NAME, "body").text,
-    )
-    return True
 
 
 def test_form_is_drawn_by_script_after_load(sim, chromium):

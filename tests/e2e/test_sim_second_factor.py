@@ -7,45 +7,18 @@ import time
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
-from selenium.common.exceptions import (
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.support.pages import LOGIN, shown, succeeded, until
 
 pytestmark = pytest.mark.e2e
 
-LOGIN = "/sso/Login?forwardTo=22&RL=1&ip2loc=on"
 SECRET = "JBSWY3DPEHPK3PXP"  # base32 of "Hello!\xde\xad\xbe\xef"
 SECRET_BYTES = b"Hello!\xde\xad\xbe\xef"
 FAST = {"auth_delay_ms": 300}
-
-
-def until(driver: WebDriver, condition, timeout: float = 20):
-    ignored = (StaleElementReferenceException, NoSuchElementException)
-    wait = WebDriverWait(driver, timeout, ignored_exceptions=ignored)
-    return wait.until(lambda d: condition(d))
-
-
-def shown(driver: WebDriver, css: str):
-    def visible(d):
-        return next(
-            (e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None
-        )
-
-    return until(driver, visible)
-
-
-def succeeded(driver: WebDriver) -> bool:
-    until(
-        driver,
-        lambda d: "Client login succeeds" in d.find_element(By.TAG_NAME, "body").text,
-    )
-    return True
 
 
 def start_login(driver: WebDriver, gw, user: str) -> None:

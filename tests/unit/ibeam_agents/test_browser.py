@@ -17,6 +17,10 @@ import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    WebDriverException,
+)
 
 from ibeam_agents import browser
 from ibeam_agents.errors import BrowserUnavailable, GatewayNotRunning
@@ -390,3 +394,48 @@ def test_prune_dumps_keeps_the_newest_pairs(tmp_path):
     assert len(left) == 41 and "failure-budget.json" in left
     assert not any("-100400" in name for name in left)
     assert any("-102400" in name for name in left)
+
+
+@pytest.mark.parametrize(
+    ("message", "changed"),
+    [
+        (
+            'unknown error: unhandled inspector error: {"code":-32000,'
+            '"message":"Node with given id does not belong to the document"}',
+            True,
+        ),
+        ("unknown error: No node with given id found", True),
+        ("javascript error: Execution context was destroyed.", True),
+        ("invalid session id", False),
+        ("unknown error: net::ERR_CONNECTION_REFUSED", False),
+    ],
+)
+def test_page_changed_under(message, changed):
+    assert browser.page_changed_under(WebDriverException(message)) is changed
+
+
+def test_page_changed_under_stale_element():
+    assert browser.page_changed_under(StaleElementReferenceException("stale"))
+
+
+class _ScriptRaises:
+    def __init__(self, err: Exception) -> None:
+        self.err = err
+
+    def execute_script(self, *args):
+        raise self.err
+
+
+def test_read_during_a_page_change_is_loading():
+    gone = WebDriverException(
+        "unknown error: unhandled inspector error: Node with given id does not "
+        "belong to the document"
+    )
+    page = browser.SeleniumPage(_ScriptRaises(gone))
+    assert page.read({}).ready_state == "loading"
+
+
+def test_read_with_a_dead_browser_raises():
+    page = browser.SeleniumPage(_ScriptRaises(WebDriverException("invalid session id")))
+    with pytest.raises(WebDriverException, match="invalid session id"):
+        page.read({})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
+import time
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
@@ -74,6 +76,46 @@ def test_standalone_wait_ready_times_out_with_the_setting_named(tmp_path):
     )
     with pytest.raises(Exception, match="IBEAM_GATEWAY_STARTUP"):
         gateway.wait_ready()
+
+
+def _gateway_dir(tmp_path, script: str):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "run.sh").write_text(script)
+    return tmp_path
+
+
+def test_standalone_counts_its_start_script_before_the_gateway_shows(tmp_path):
+    """bin/run.sh takes a moment before the JVM (with the process match on its
+    command line) exists; a start checked in that moment is not an exit."""
+    marker = f"gateway-match-{os.getpid()}"
+    script = (
+        f'sleep 1\nexec "{sys.executable}" -c "import time; time.sleep(60)" {marker}\n'
+    )
+    gateway = StandaloneGateway(
+        _gateway_dir(tmp_path, script), process_match=marker, port=1, stop_grace=3
+    )
+    try:
+        gateway.start()
+        assert gateway.processes() == []  # only the script runs yet
+        assert gateway.running()
+        deadline = time.monotonic() + 20
+        while not gateway.processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gateway.pid() is not None
+    finally:
+        gateway.stop()
+    assert not gateway.running()
+
+
+def test_standalone_start_script_that_exits_is_not_running(tmp_path):
+    gateway = StandaloneGateway(
+        _gateway_dir(tmp_path, "exit 3\n"), process_match="no-such-xyz", port=1
+    )
+    gateway.start()
+    deadline = time.monotonic() + 20
+    while gateway.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not gateway.running()
 
 
 class _FakeSupervisor:

@@ -452,6 +452,41 @@ def test_flow_acts_once_while_the_page_is_busy():
     assert result.steps == ("form", "promo", "success")
 
 
+NODE_GONE = WebDriverException(
+    "unknown error: unhandled inspector error: "
+    '{"code":-32000,"message":"Node with given id does not belong to the document"}'
+)
+
+
+def test_flow_reads_again_when_the_page_changes_under_a_click():
+    """chromedriver may answer a click on an element whose page just went
+    away with a DevTools error rather than a stale-element one: the login
+    reads the new page instead of failing."""
+
+    class NavigatingPage(FakePage):
+        def js_click(self, element):
+            if element == "promo_skip" and self.index == 1:
+                self.advance()  # the click landed, then the page went
+                raise NODE_GONE
+            super().js_click(element)
+
+    clock = FakeClock()
+    page = NavigatingPage([FORM, PROMO, SUCCESS], clock)
+    flow, _ = run([], page=page, clock=clock)
+    assert flow.run().steps == ("form", "promo", "success")
+
+
+def test_flow_browser_failure_during_a_step_still_fails():
+    class DeadPage(FakePage):
+        def js_click(self, element):
+            raise WebDriverException("invalid session id")
+
+    clock = FakeClock()
+    flow, _ = run([], page=DeadPage([FORM, PROMO, SUCCESS], clock), clock=clock)
+    with pytest.raises(WebDriverException, match="invalid session id"):
+        flow.run()
+
+
 # --- second factor ---------------------------------------------------------------
 
 
